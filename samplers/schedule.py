@@ -1,0 +1,78 @@
+"""Step / percent / sigma windows: the one place every trick turns "when" into a predicate.
+
+Percent is ComfyUI's model-time percent (what ConditioningSetTimestepRange and the core guidance nodes use):
+`model_sampling.percent_to_sigma(p)` maps it to a sigma; a window [start, end] is active while
+percent_to_sigma(end) <= sigma <= percent_to_sigma(start). Steps come from the sampler's own schedule
+(`transformer_options["sample_sigmas"]`), so hires-fix passes and several samplers in one graph work.
+"""
+from dataclasses import dataclass
+
+import torch
+
+
+def as_float(sigma) -> float:
+    """The sigma of a model call as a float (ComfyUI passes a per-row tensor; rows share one sigma)."""
+    if torch.is_tensor(sigma):
+        return float(sigma.detach().flatten().max())
+    return float(sigma)
+
+
+def step_index(sample_sigmas, sigma) -> int:
+    """Index of the step a model call belongs to: the largest i with sample_sigmas[i] >= sigma.
+
+    Multi-evaluation samplers (heun, dpm_2, sde) evaluate between two scheduled sigmas; they count as the
+    earlier step. Returns -1 when no schedule is known.
+    """
+    if sample_sigmas is None or len(sample_sigmas) == 0:
+        return -1
+    s = as_float(sigma)
+    sched = sample_sigmas.detach().flatten().tolist() if torch.is_tensor(sample_sigmas) else list(sample_sigmas)
+    tol = 1e-5 * max(1.0, abs(s))
+    idx = 0
+    for i, si in enumerate(sched):
+        if si + tol >= s:
+            idx = i
+        else:
+            break
+    return idx
+
+
+def total_steps(sample_sigmas) -> int:
+    return max(len(sample_sigmas) - 1, 0) if sample_sigmas is not None else 0
+
+
+def sigma_to_percent(model_sampling, sigma, iterations: int = 40) -> float:
+    """Inverse of percent_to_sigma by bisection (ComfyUI has no inverse); percent_to_sigma is monotone decreasing."""
+    s = as_float(sigma)
+    lo, hi = 0.0, 1.0
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if model_sampling.percent_to_sigma(mid) > s:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A start/end percent window, ComfyUI semantics (0 = first step, 1 = last)."""
+
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.start_percent <= 1.0 or not 0.0 <= self.end_percent <= 1.0:
+            raise ValueError(f"percent window must lie in [0, 1], got {self.start_percent}..{self.end_percent}")
+        if self.start_percent > self.end_percent:
+            raise ValueError(f"start_percent {self.start_percent} is after end_percent {self.end_percent}")
+
+    @property
+    def always(self) -> bool:
+        return self.start_percent <= 0.0 and self.end_percent >= 1.0
+
+    def contains(self, model_sampling, sigma) -> bool:
+        if self.always:
+            return True
+        s = as_float(sigma)
+        return model_sampling.percent_to_sigma(self.end_percent) <= s <= model_sampling.percent_to_sigma(self.start_percent)

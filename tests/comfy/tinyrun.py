@@ -1,0 +1,62 @@
+"""Loading the tiny models once per session and sampling them the way KSampler does."""
+import functools
+
+import torch
+
+import tiny_models
+
+ARCH_MODELS = ["sd15", "sdxl", "sd3", "flux_dev"]          # one model per architecture
+ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
+
+
+@functools.lru_cache(maxsize=3)
+def load(name):
+    tiny_models.ensure_models(names=[name])
+    return tiny_models.load(name)
+
+
+def encode(clip, text):
+    return tiny_models.encode(clip, text)
+
+
+def latent_for(model, batch=1, size=64):
+    import comfy.sample
+
+    return comfy.sample.fix_empty_latent_channels(model, torch.zeros([batch, 4, size // 8, size // 8]))
+
+
+def sample(model, positive, negative, cfg=3.0, steps=3, batch=1, size=64, seed=7, callback=None, sampler="euler"):
+    import comfy.sample
+
+    latent = latent_for(model, batch, size)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, "normal", positive, negative, latent,
+                               denoise=1.0, disable_pbar=True, seed=seed, callback=callback)
+
+
+class Probe:
+    """A router effect that records every call it sees and changes nothing (or scales the output)."""
+
+    order = 90
+
+    def __init__(self, scale=None, where=lambda call: True):
+        self.calls = []
+        self.scale = scale
+        self.where = where
+
+    def applies(self, call):
+        self.calls.append(call)
+        return self.where(call)
+
+    def run(self, call, attend):
+        out = attend(call)
+        return out if self.scale is None else out * self.scale
+
+    def forwards(self):
+        """Calls grouped per model forward, in order."""
+        groups = []
+        for c in self.calls:
+            if not groups or groups[-1][-1].forward is not c.forward:
+                groups.append([])
+            groups[-1].append(c)
+        return groups
