@@ -144,8 +144,8 @@ def _heads_of(args, kwargs):
 def _to_bhld(t: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
     if skip_reshape:
         return t
-    b, n, hd = t.shape
-    return t.view(b, n, heads, hd // heads).transpose(1, 2)
+    # (B, L, H*D); SD3 hands v over as (B, L, H, D)
+    return t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
 
 
 class Router:

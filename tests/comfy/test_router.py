@@ -38,7 +38,7 @@ def test_normalised_path_matches_backend_and_scaling_changes_output(name):
     assert not torch.allclose(sample(scaled, pos, neg), base, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ARCH_MODELS + ["sd15_layout", "sdxl_layout"])
+@pytest.mark.parametrize("name", ARCH_MODELS + ["sd35", "sd15_layout", "sdxl_layout"])
 def test_block_ids_match_the_architecture_in_forward_order(name):
     model, clip, _ = load(name)
     probe = Probe()

@@ -7,6 +7,7 @@ import tiny_models
 
 ARCH_MODELS = ["sd15", "sdxl", "sd3", "flux_dev"]          # one model per architecture
 ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
+WITH_SD35 = ALL_SIX + ["sd35"]
 
 
 @functools.lru_cache(maxsize=3)

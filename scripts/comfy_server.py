@@ -1,0 +1,229 @@
+"""Run a real ComfyUI server (CPU, loopback only) with the pack loaded, and talk to it over HTTP + WebSocket.
+
+    with ComfyServer(log_path="output/server.log") as server:
+        result = server.client.run(api_prompt, on_progress=print)   # raises PromptError / ExecutionError
+        paths = server.client.download_outputs(result.history, "output/x")
+
+The pack is loaded through the symlink build/ComfyUI/custom_nodes/sleight that `make setup` creates.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import websocket
+
+import comfy_env
+
+
+class PromptError(RuntimeError):
+    """POST /prompt was refused (HTTP 400: validation failed). `.body` is the server's JSON answer."""
+
+    def __init__(self, body):
+        err = body.get("error") or {}
+        lines = [f"{err.get('type', 'error')}: {err.get('message', '')} {err.get('details', '')}".rstrip()]
+        for node_id, ne in (body.get("node_errors") or {}).items():
+            lines += [f"  node {node_id} ({ne.get('class_type')}): {e.get('message')}: {e.get('details')}"
+                      for e in ne.get("errors", [])]
+        super().__init__("\n".join(lines))
+        self.body = body
+
+
+class ExecutionError(RuntimeError):
+    """The prompt ran and failed (`execution_error`) or was interrupted. `.data` is the WebSocket message."""
+
+    def __init__(self, kind, data):
+        msg = data.get("exception_message", kind) if kind == "execution_error" else kind
+        where = f"node {data.get('node_id')} ({data.get('node_type')})" if data.get("node_id") else ""
+        super().__init__(f"{kind} {where}: {str(msg).strip()}")
+        self.kind, self.data = kind, data
+
+
+@dataclass
+class Result:
+    prompt_id: str
+    status: str  # "execution_success", "execution_error" or "execution_interrupted"
+    history: dict
+    messages: list = field(default_factory=list)  # every (type, data) JSON message seen for this prompt
+
+    def of_type(self, kind):
+        return [d for t, d in self.messages if t == kind]
+
+
+class Client:
+    def __init__(self, base_url, client_id=None, timeout=600):
+        self.base, self.timeout = base_url.rstrip("/"), timeout
+        self.client_id = client_id or uuid.uuid4().hex
+
+    def get(self, path, **params):
+        r = requests.get(self.base + path, params=params, timeout=30)
+        r.raise_for_status()
+        return r
+
+    def queue(self, prompt, extra_data=None):
+        body = {"prompt": prompt, "client_id": self.client_id, "extra_data": extra_data or {}}
+        r = requests.post(self.base + "/prompt", json=body, timeout=60)
+        if r.status_code != 200:
+            try:
+                body = r.json()
+            except ValueError:
+                body = {"error": {"message": f"HTTP {r.status_code}: {r.text[:500]}"}}
+            raise PromptError(body)
+        return r.json()["prompt_id"]
+
+    def run(self, prompt, on_progress=None, extra_data=None, check=True):
+        """Queue `prompt`, follow it on the WebSocket until it ends, return a Result (raise on failure if check)."""
+        ws = websocket.create_connection(self.base.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}",
+                                         timeout=self.timeout)
+        try:
+            prompt_id = self.queue(prompt, extra_data)
+            messages, deadline = [], time.monotonic() + self.timeout
+            status, end = None, {}
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"prompt {prompt_id} did not finish within {self.timeout}s")
+                frame = ws.recv()
+                if not isinstance(frame, str):
+                    continue  # binary previews
+                msg = json.loads(frame)
+                kind, data = msg.get("type"), msg.get("data") or {}
+                if data.get("prompt_id") not in (None, prompt_id):
+                    continue
+                messages.append((kind, data))
+                if kind == "progress" and on_progress:
+                    on_progress(data)
+                if kind in ("execution_success", "execution_error", "execution_interrupted"):
+                    status, end = kind, data
+                # history is written after execution_*; `executing {node: null}` follows it
+                if kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                    break
+        finally:
+            ws.close()
+        result = Result(prompt_id, status, self.history(prompt_id, wait=10), messages)
+        if check and status != "execution_success":
+            raise ExecutionError(status, end)
+        return result
+
+    def history(self, prompt_id, wait=0):
+        deadline = time.monotonic() + wait
+        while True:
+            entry = self.get(f"/history/{prompt_id}").json().get(prompt_id, {})
+            if entry or time.monotonic() >= deadline:
+                return entry
+            time.sleep(0.2)
+
+    def interrupt(self):
+        requests.post(self.base + "/interrupt", json={}, timeout=30).raise_for_status()
+
+    def object_info(self, node_class=None):
+        return self.get("/object_info" + (f"/{node_class}" if node_class else "")).json()
+
+    @staticmethod
+    def output_images(history):
+        """[(node_id, {"filename", "subfolder", "type"})] of a history entry, in node order."""
+        return [(nid, img) for nid, out in sorted(history.get("outputs", {}).items(), key=lambda kv: int(kv[0]))
+                for img in out.get("images", [])]
+
+    def view(self, filename, subfolder="", type="output"):
+        return self.get("/view", filename=filename, subfolder=subfolder, type=type).content
+
+    def download_outputs(self, history, dest):
+        """Fetch every output image of a history entry into dest; returns {node_id: [paths]}."""
+        dest, paths = Path(dest), {}
+        dest.mkdir(parents=True, exist_ok=True)
+        for nid, img in self.output_images(history):
+            path = dest / Path(img["filename"]).name
+            if any(path in p for p in paths.values()):
+                path = dest / f"{nid}-{path.name}"  # same name from another subfolder
+            path.write_bytes(self.view(img["filename"], img.get("subfolder", ""), img.get("type", "output")))
+            paths.setdefault(nid, []).append(path)
+        return paths
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    """`python main.py --cpu` in build/ComfyUI on a free loopback port, tiny models via extra_model_paths.yaml.
+    Output, temp and user directories (and the log, unless log_path is given) live in a temporary folder
+    that stop() removes. Use as a context manager: the server is always terminated."""
+
+    def __init__(self, log_path=None, models_dir=None, output_dir=None, port=None, ready_timeout=180,
+                 extra_args=()):
+        self.models_dir, self.log_path = Path(models_dir or comfy_env.MODELS), log_path and Path(log_path)
+        self.output_dir, self.extra_args = output_dir and Path(output_dir), list(extra_args)
+        self.ready_timeout = ready_timeout
+        self.url = f"http://127.0.0.1:{port or free_port()}"
+        self.client = Client(self.url)
+        self.proc = self._tmp = self._log = self.startup_s = None
+
+    def start(self):
+        import tiny_models  # writes the yaml a user's install would use; custom_nodes comes from the symlink
+
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix="sleight-comfy-"))
+            self.output_dir = self.output_dir or self._tmp / "output"
+            self.log_path = self.log_path or self._tmp / "server.log"
+            for d in (self.output_dir, self._tmp / "user", self.log_path.parent):
+                d.mkdir(parents=True, exist_ok=True)
+            yaml = tiny_models.write_extra_model_paths(self._tmp / "extra_model_paths.yaml", self.models_dir)
+            cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
+                   "--use-pytorch-cross-attention", "--disable-auto-launch", "--extra-model-paths-config", str(yaml),
+                   "--output-directory", str(self.output_dir), "--temp-directory", str(self._tmp),
+                   "--user-directory", str(self._tmp / "user"), "--database-url", "sqlite:///:memory:",
+                   *self.extra_args]
+            env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+            self._log = open(self.log_path, "w")
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen(cmd, cwd=comfy_env.COMFY, stdout=self._log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            while time.monotonic() - t0 < self.ready_timeout:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} on start:\n{self.log_tail()}")
+                try:
+                    if requests.get(self.url + "/system_stats", timeout=2).status_code == 200:
+                        self.startup_s = time.monotonic() - t0
+                        return self
+                except requests.RequestException:
+                    time.sleep(0.25)
+            raise TimeoutError(f"ComfyUI not ready after {self.ready_timeout}s:\n{self.log_tail()}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(15)
+        if self._log:
+            self._log.close()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)  # a log_path given by the caller is kept
+
+    def log_text(self):
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

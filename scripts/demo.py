@@ -1,0 +1,165 @@
+"""make demo: run every example workflow on a real ComfyUI server with the tiny models, then one contact sheet.
+
+For each `tests/workflows/<stem>.api.json` (the API twin of `example_workflows/<stem>.json`) the real model file
+names are swapped for the tiny models, latents shrink to 128 px and samplers to at most 12 steps; the prompt is
+queued over HTTP, progress followed on the WebSocket, the images fetched into output/demo/<stem>/, and
+output/demo/contact-sheet.png shows each workflow's "baseline" image beside its trick images.
+Exit status 1 if any workflow fails. The tiny models are random-weight: the images are noise-like; the demo shows
+that the graphs run, not what the tricks look like.
+"""
+import copy
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_env  # noqa: E402
+from comfy_server import ComfyServer, ExecutionError, PromptError  # noqa: E402
+
+EXAMPLES = comfy_env.ROOT / "example_workflows"
+API_TWINS = comfy_env.ROOT / "tests" / "workflows"
+OUT = comfy_env.OUTPUT / "demo"
+MAX_SIDE, MAX_STEPS = 128, 12
+
+# real file name a workflow names -> (tiny model, role in tiny_models.MODELS[...].files)
+SUBSTITUTES = {
+    "v1-5-pruned-emaonly.safetensors": ("sd15", "checkpoint"),
+    "v1-5-pruned-emaonly-fp16.safetensors": ("sd15", "checkpoint"),
+    "sd-v1-5-inpainting.ckpt": ("sd15_inpaint", "checkpoint"),
+    "sd_xl_base_1.0.safetensors": ("sdxl", "checkpoint"),
+    "sd3.5_medium.safetensors": ("sd3", "checkpoint"),
+    "flux1-dev.safetensors": ("flux_dev", "unet"),
+    "flux1-schnell.safetensors": ("flux_schnell", "unet"),
+    "clip_l.safetensors": ("flux_dev", "clip"),
+    "ae.safetensors": ("flux_dev", "vae"),
+}
+# T5-XXL has no tiny twin: multi-encoder loaders become CLIPLoader(tiny CLIP-L, type "sd3"), 4096-wide like T5
+MULTI_CLIP_LOADERS = {"DualCLIPLoader", "TripleCLIPLoader"}
+EMPTY_LATENTS = {"EmptyLatentImage", "EmptySD3LatentImage"}
+
+
+def tiny_file(model, role):
+    import tiny_models
+
+    return Path(tiny_models.MODELS[model].files[role]).name  # loaders take names relative to their folder
+
+
+def tiny_prompt(prompt):
+    """A copy of an API prompt on the tiny models, 128 px, <= 12 steps; and the tiny model names it needs."""
+    prompt, needed = copy.deepcopy(prompt), set()
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] in MULTI_CLIP_LOADERS:
+            node["class_type"], needed = "CLIPLoader", needed | {"flux_dev"}
+            node["inputs"] = inputs = {"clip_name": tiny_file("flux_dev", "clip"), "type": "sd3"}
+        for key, value in list(inputs.items()):
+            if isinstance(value, str) and value in SUBSTITUTES:
+                model, role = SUBSTITUTES[value]
+                inputs[key] = tiny_file(model, role)
+                needed.add(model)
+        if node["class_type"] in EMPTY_LATENTS:
+            w, h = inputs["width"], inputs["height"]
+            scale = MAX_SIDE / max(w, h)
+            inputs["width"], inputs["height"] = (max(16, round(v * scale / 16) * 16) for v in (w, h))
+            inputs["batch_size"] = 1
+        if node["class_type"] == "UNETLoader":
+            inputs["weight_dtype"] = "default"  # fp8 weight dtypes are for real GPUs
+        if isinstance(inputs.get("steps"), int):
+            inputs["steps"] = min(inputs["steps"], MAX_STEPS)
+    return prompt, sorted(needed)
+
+
+def workflows():
+    """[(stem, API prompt)] for every API twin of an example workflow."""
+    return [(p.name[: -len(".api.json")], json.loads(p.read_text())) for p in sorted(API_TWINS.glob("*.api.json"))
+            if (EXAMPLES / (p.name[: -len(".api.json")] + ".json")).exists()]
+
+
+def save_nodes(prompt):
+    """{node id: label} of the SaveImage nodes, labelled by title (or prefix), baseline first."""
+    saves = {nid: (n.get("_meta", {}).get("title") or n["inputs"].get("filename_prefix", nid)).removeprefix("Save · ")
+             for nid, n in prompt.items() if n["class_type"] == "SaveImage"}
+    is_base = {nid: "baseline" in str(prompt[nid]["inputs"].get("filename_prefix", "")).lower() for nid in saves}
+    return dict(sorted(saves.items(), key=lambda kv: (not is_base[kv[0]], int(kv[0]) if kv[0].isdigit() else 0)))
+
+
+class ProgressPrinter:
+    def __init__(self, prompt):
+        self.titles = {nid: n.get("_meta", {}).get("title", n["class_type"]) for nid, n in prompt.items()}
+        self.tty = sys.stdout.isatty()
+
+    def __call__(self, data):
+        value, total, title = data["value"], data["max"], self.titles.get(str(data.get("node")), "")
+        bar = "#" * round(20 * value / max(total, 1))
+        line = f"    [{bar:<20}] {value:>3}/{total} {title}"
+        end = "\n" if value >= total or not self.tty else ""
+        print(("\r" if self.tty else "") + line, end=end, flush=True)
+
+
+def contact_sheet(rows, path, cell=256):
+    """rows: [(stem, [(label, png path)])] -> one PNG, a row per workflow, baseline first."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=16)
+    head, label_h, pad = 200, 26, 10
+    ncols = max((len(images) for _, images in rows), default=1)
+    sheet = Image.new("RGB", (head + ncols * (cell + pad) + pad, pad + len(rows) * (cell + label_h + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (stem, images) in enumerate(rows):
+        y = pad + r * (cell + label_h + pad)
+        draw.text((pad, y + label_h + cell // 2 - 8), stem, fill="black", font=font)
+        for c, (label, png) in enumerate(images):
+            x = head + pad + c * (cell + pad)
+            with Image.open(png) as im:
+                s = cell / max(im.size)
+                im = im.convert("RGB").resize((round(im.width * s), round(im.height * s)),
+                                              Image.NEAREST if s >= 1 else Image.LANCZOS)
+                sheet.paste(im, (x, y + label_h))
+            draw.text((x, y + 4), label, fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def main():
+    import tiny_models
+
+    t0 = time.monotonic()
+    jobs = [(stem, *tiny_prompt(prompt)) for stem, prompt in workflows()]
+    if not jobs:
+        sys.exit(f"demo: no API twins of {EXAMPLES.relative_to(comfy_env.ROOT)}/*.json in {API_TWINS}")
+    built = tiny_models.ensure_models(names=sorted({m for _, _, needed in jobs for m in needed}))
+    if built:
+        print(f"built tiny models {', '.join(built)} ({time.monotonic() - t0:.0f} s)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows, failures = [], []
+    with ComfyServer(log_path=OUT / "server.log") as server:
+        print(f"ComfyUI ready at {server.url} in {server.startup_s:.1f} s (log: {server.log_path})")
+        for stem, prompt, _ in jobs:
+            print(f"{stem}:")
+            t = time.monotonic()
+            try:
+                result = server.client.run(prompt, on_progress=ProgressPrinter(prompt))
+            except (PromptError, ExecutionError, TimeoutError) as e:
+                failures.append(stem)
+                print(f"  FAILED after {time.monotonic() - t:.1f} s: {e}")
+                continue
+            dest = OUT / stem
+            shutil.rmtree(dest, ignore_errors=True)
+            paths = server.client.download_outputs(result.history, dest)
+            rows.append((stem, [(label, paths[nid][0]) for nid, label in save_nodes(prompt).items() if nid in paths]))
+            n = sum(map(len, paths.values()))
+            print(f"  ok in {time.monotonic() - t:.1f} s: {n} image(s) in {dest.relative_to(comfy_env.ROOT)}/")
+    if rows:
+        sheet = contact_sheet(rows, OUT / "contact-sheet.png")
+        print(f"contact sheet: {sheet.relative_to(comfy_env.ROOT)}")
+    print(f"{len(jobs) - len(failures)}/{len(jobs)} workflows ok, total {time.monotonic() - t0:.1f} s")
+    if failures:
+        print(f"failed: {', '.join(failures)} (server log: {OUT / 'server.log'})")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The pack as ComfyUI's V3 loader sees it."""
+import asyncio
+
+import pytest
+
+import sleight
+from sleight.nodes import NODES, _compat
+
+
+def test_entrypoint_lists_every_node_with_valid_schema():
+    ext = asyncio.run(sleight.comfy_entrypoint())
+    nodes = asyncio.run(ext.get_node_list())
+    assert [n.__name__ for n in nodes] == [n.__name__ for n in NODES]
+    for node in nodes:
+        schema = node.GET_SCHEMA()
+        assert schema.node_id.startswith("Sleight") and schema.node_id == node.__name__
+        assert schema.display_name.startswith("Sleight · ") and schema.category.startswith("sleight/")
+        assert schema.description
+        for i in schema.inputs:
+            assert i.tooltip, f"{schema.node_id}.{i.id} has no tooltip"
+
+
+def test_web_docs_exist_for_every_node():
+    from comfy_env import ROOT
+
+    for node in NODES:
+        doc = ROOT / "web" / "docs" / f"{node.__name__}.md"
+        assert doc.exists() and doc.read_text().startswith("# "), doc
+
+
+def test_compat_drops_fields_this_comfyui_lacks():
+    s = _compat.schema(node_id="SleightX", display_name="x", category="sleight/x", inputs=[], outputs=[],
+                       search_aliases=["y"], essentials_category="z")
+    assert s.node_id == "SleightX"
+    f = _compat.inp(_compat.io.Float, "w", default=1.0, tooltip="t", advanced=True, raw_link=True)
+    assert f.id == "w" and f.default == 1.0
+    with pytest.raises(TypeError):
+        _compat.io.Float.Input("w", advanced=True)      # what the wrapper protects us from on 0.3.75

@@ -1,0 +1,230 @@
+"""End to end on a real ComfyUI server (CPU, tiny models): what a user's install would see.
+
+One server for the module. Every tests/workflows/*.api.json runs with the demo's model substitution
+(scripts/demo.py `tiny_prompt`), with its seeds shifted per workflow so ComfyUI's cache never answers for it.
+"""
+import json
+import re
+
+import pytest
+import requests
+from PIL import Image
+
+import comfy_env
+import demo
+from comfy_server import ComfyServer, PromptError
+
+WORKFLOWS = sorted(demo.API_TWINS.glob("*.api.json"))
+LOG = comfy_env.OUTPUT / "server-tests" / "server.log"
+PROVOKED = []  # (start, end) offsets of the server log written while a test provoked an error on purpose
+RUNS = {}      # stem -> Result, for the checks after the runs
+
+
+def stem_of(path):
+    return path.name[: -len(".api.json")]
+
+
+@pytest.fixture(scope="module")
+def server():
+    import tiny_models
+
+    needed = {"sd15"} | {m for p in WORKFLOWS for m in demo.tiny_prompt(json.loads(p.read_text()))[1]}
+    tiny_models.ensure_models(names=sorted(needed))
+    with ComfyServer(log_path=LOG) as s:
+        yield s
+
+
+def test_tiny_prompt_substitutes_models_sizes_and_steps():
+    flux = {
+        "1": {"class_type": "UNETLoader",
+              "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "fp8_e4m3fn"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                         "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "4": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 1024, "height": 768, "batch_size": 4}},
+        "5": {"class_type": "BasicScheduler", "inputs": {"steps": 30, "scheduler": "simple", "denoise": 1.0,
+                                                         "model": ["1", 0]}},
+        "6": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3.5_medium.safetensors"}},
+    }
+    tiny, needed = demo.tiny_prompt(flux)
+    assert flux["2"]["class_type"] == "DualCLIPLoader", "the input prompt must not be modified"
+    assert needed == ["flux_dev", "sd3"]
+    assert tiny["1"]["inputs"] == {"unet_name": "sleight-tiny-flux-dev.safetensors", "weight_dtype": "default"}
+    assert tiny["2"] == {"class_type": "CLIPLoader", "inputs": {"clip_name": "sleight-tiny-clip-l.safetensors",
+                                                                "type": "sd3"}}
+    assert tiny["3"]["inputs"]["vae_name"] == "sleight-tiny-taef1.safetensors"
+    assert tiny["4"]["inputs"] == {"width": 128, "height": 96, "batch_size": 1}
+    assert tiny["5"]["inputs"]["steps"] == demo.MAX_STEPS
+    assert tiny["6"]["inputs"]["ckpt_name"] == "sleight-tiny-sd3.safetensors"
+
+
+def sleight_nodes(object_info):
+    return {k: v for k, v in object_info.items() if v.get("python_module", "").endswith("sleight")}
+
+
+def test_nodes_have_descriptions_and_tooltips(server):
+    nodes = sleight_nodes(server.client.object_info())
+    assert {"SleightAPG", "SleightInspectAttention"} <= set(nodes), f"pack nodes missing: {sorted(nodes)}"
+    for name, info in nodes.items():
+        assert info["display_name"].startswith("Sleight"), name
+        assert info["category"].startswith("sleight/"), name
+        assert len(info.get("description", "")) > 40, f"{name} has no real description"
+        for section in ("required", "optional"):
+            for inp, spec in info["input"].get(section, {}).items():
+                opts = spec[1] if len(spec) > 1 else {}
+                assert opts.get("tooltip"), f"{name}.{inp} has no tooltip"
+        assert info.get("output_tooltips") and all(info["output_tooltips"]), f"{name} outputs lack tooltips"
+
+
+def test_node_docs_are_served(server):
+    docs = sorted((comfy_env.ROOT / "web" / "docs").glob("*.md"))
+    assert "SleightAPG.md" in [d.name for d in docs]
+    for doc in docs:
+        r = requests.get(f"{server.url}/extensions/sleight/docs/{doc.name}", timeout=30)
+        assert r.status_code == 200, doc.name
+        assert r.text == doc.read_text(), f"{doc.name}: served text differs from the file"
+        assert r.text.lstrip().startswith("#"), f"{doc.name} should start with a heading"
+
+
+def test_example_workflows_are_templates(server):
+    listed = requests.get(f"{server.url}/api/workflow_templates", timeout=30).json()
+    examples = sorted(p.stem for p in (comfy_env.ROOT / "example_workflows").glob("*.json"))
+    assert "sleight-apg" in examples
+    assert sorted(listed.get("sleight", [])) == examples
+    for stem in examples:
+        r = requests.get(f"{server.url}/api/workflow_templates/sleight/{stem}.json", timeout=30)
+        assert r.status_code == 200 and r.json()["version"] == 0.4, stem
+
+
+def shift_seeds(prompt, offset):
+    for node in prompt.values():
+        for key in ("seed", "noise_seed"):
+            if isinstance(node["inputs"].get(key), int):
+                node["inputs"][key] += offset
+    return prompt
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=stem_of)
+def test_workflow_runs(server, path, tmp_path):
+    prompt, _ = demo.tiny_prompt(json.loads(path.read_text()))
+    shift_seeds(prompt, 1000 + WORKFLOWS.index(path))
+    result = server.client.run(prompt)  # raises with the node's message on any error
+    RUNS[stem_of(path)] = result
+
+    samplers = {nid for nid, n in prompt.items() if isinstance(n["inputs"].get("steps"), int)}
+    progress = result.of_type("progress")
+    for nid in samplers:
+        seen = [p for p in progress if str(p["node"]) == nid]
+        assert seen and seen[-1]["value"] == seen[-1]["max"] == prompt[nid]["inputs"]["steps"], \
+            f"no complete progress for sampler node {nid}: {seen}"
+
+    saves = demo.save_nodes(prompt)
+    paths = server.client.download_outputs(result.history, tmp_path)
+    assert set(saves) <= set(paths), f"SaveImage nodes without output: {set(saves) - set(paths)}"
+    pixels = {}
+    for nid, (p, *_) in paths.items():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
+        with Image.open(p) as im:
+            im.verify()
+        with Image.open(p) as im:
+            assert max(im.size) == demo.MAX_SIDE, (p, im.size)
+            pixels[nid] = im.convert("RGB").tobytes()
+    base = [nid for nid in saves if "baseline" in str(prompt[nid]["inputs"]["filename_prefix"])]
+    for b in base:
+        for nid in saves:
+            if nid != b:
+                assert pixels[nid] != pixels[b], f"{saves[nid]} is identical to the baseline: the trick did nothing"
+
+
+def sleight_problems(log):
+    """Tracebacks, IMPORT FAILED and error lines that mention the pack."""
+    problems, lines, i = [], log.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("Traceback"):
+            j = i + 1
+            inside = ("Traceback", "During", "The above")
+            while j < len(lines) and (lines[j][:1].isspace() or lines[j].startswith(inside) or not lines[j].strip()):
+                j += 1
+            block = "\n".join(lines[i:j + 1])
+            if "sleight" in block.lower():
+                problems.append(block)
+            i = j + 1
+            continue
+        if ("IMPORT FAILED" in line or re.search(r"error|exception", line, re.I)) and "sleight" in line.lower():
+            problems.append(line)
+        i += 1
+    return problems
+
+
+def test_sleight_problems_detector():
+    log = ("ok\nTraceback (most recent call last):\n  File \"/x/custom_nodes/sleight/nodes/a.py\", line 1\n"
+           "ValueError: boom\nfine\n0.1 seconds (IMPORT FAILED): /x/custom_nodes/sleight\n"
+           "Traceback (most recent call last):\n  File \"/x/comfy_extras/nodes_audio.py\"\n"
+           "ModuleNotFoundError: torchaudio\n")
+    found = sleight_problems(log)
+    assert len(found) == 2 and "ValueError: boom" in found[0] and "IMPORT FAILED" in found[1]
+
+
+def test_server_log_is_clean(server):
+    if not RUNS:
+        pytest.skip("no workflow ran in this session: this test checks the log the workflow runs leave")
+    log = server.log_text()
+    for start, end in reversed(PROVOKED):
+        log = log[:start] + log[end:]
+    assert re.search(r"seconds: .*custom_nodes[/\\]sleight$", log, re.M), "the pack is not in the import list"
+    assert not sleight_problems(log), "\n\n".join(sleight_problems(log))
+
+
+def apg_prompt(seed, **apg):
+    """CheckpointLoader(tiny sd15) -> SleightAPG -> KSampler -> VAEDecode -> SaveImage, 64 px."""
+    ckpt = demo.tiny_file("sd15", "checkpoint")
+    apg = {"eta": 0.0, "momentum": -0.5, "norm_threshold": 15.0, "start_percent": 0.0, "end_percent": 1.0,
+           "cfg_warmup_steps": 0, "cfg_warmup_scale": 0.0, "scale_threshold_by_latent_size": False, **apg}
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "5": {"class_type": "SleightAPG", "inputs": {"model": ["1", 0], **apg}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "seed": seed, "steps": 2, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "model": ["5", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0]}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "SaveImage", "inputs": {"filename_prefix": f"sleight-test/apg-{seed}", "images": ["7", 0]}},
+    }
+
+
+def test_bad_window_is_an_execution_error_naming_the_node(server):
+    start = len(server.log_text())
+    result = server.client.run(apg_prompt(1, start_percent=0.9, end_percent=0.1), check=False)
+    PROVOKED.append((start, len(server.log_text())))
+    assert result.status == "execution_error"
+    (err,) = result.of_type("execution_error")
+    assert err["node_type"] == "SleightAPG" and err["node_id"] == "5"
+    assert "Sleight · APG" in err["exception_message"] and "start_percent" in err["exception_message"]
+    assert result.history["status"]["status_str"] == "error"
+
+
+def test_out_of_range_input_is_refused_by_validation(server):
+    with pytest.raises(PromptError) as e:
+        server.client.run(apg_prompt(2, eta=5.0))
+    assert e.value.body["node_errors"]["5"]["class_type"] == "SleightAPG"
+    assert "eta" in str(e.value)
+
+
+def test_interrupt_stops_sampling(server):
+    prompt = apg_prompt(3)
+    prompt["6"]["inputs"]["steps"] = 500
+    seen = []
+
+    def interrupt_once(data):
+        if not seen:
+            server.client.interrupt()
+        seen.append(data["value"])
+
+    start = len(server.log_text())
+    result = server.client.run(prompt, on_progress=interrupt_once, check=False)
+    PROVOKED.append((start, len(server.log_text())))
+    assert result.status == "execution_interrupted", result.status
+    assert seen and max(seen) < 500
