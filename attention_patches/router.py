@@ -32,7 +32,7 @@ from . import arch as arch_mod
 log = logging.getLogger("sleight")
 
 KEY = "sleight"                 # wrapper key and transformer_options key of the per-forward context
-ROLES_KEY = "sleight.roles"     # transformer_options key of the uuid → role map (per run)
+ROLES_KEY = "sleight.conds"     # transformer_options key of the running guider's conds dict (per run)
 ARCH_KEY = "sleight.arch"       # transformer_options key of the model's Arch, set at patch time
 
 
@@ -51,10 +51,30 @@ class AttentionCall:
     forward: "Forward"
     mask: Optional[torch.Tensor] = None   # the model's own additive/bool mask, if any
     bias: Optional[torch.Tensor] = None   # additive logit bias from effects, broadcastable to (B,H,Lq,Lk)
+    batch_rows: Optional[list] = None     # forward rows this call holds, when an effect split the batch
 
     @property
     def rows(self):
-        return self.forward.rows
+        """Role → indices into this call's batch."""
+        if self.batch_rows is None:
+            return self.forward.rows
+        pos = {r: i for i, r in enumerate(self.batch_rows)}
+        out = {}
+        for role, idx in self.forward.rows.items():
+            mine = [pos[r] for r in idx if r in pos]
+            if mine:
+                out[role] = mine
+        return out
+
+    def subset(self, rows, **changes) -> "AttentionCall":
+        """The same call on some of its batch rows (q, k, v, mask sliced unless given in `changes`)."""
+        held = self.batch_rows if self.batch_rows is not None else range(self.q.shape[0])
+        sliced = {"q": self.q[rows], "k": self.k[rows], "v": self.v[rows]}
+        for name in ("mask", "bias"):
+            t = getattr(self, name)
+            if t is not None and t.ndim == 4 and t.shape[0] == self.q.shape[0]:
+                sliced[name] = t[rows]
+        return self.replace(**{**sliced, **changes, "batch_rows": [held[r] for r in rows]})
 
     @property
     def sigma(self):
@@ -85,7 +105,7 @@ class Forward:
     model_sampling: object
     cond_or_uncond: list
     uuids: list
-    roles: dict                     # uuid → role for this run
+    conds: dict                     # the guider's conds (live: side conds added by other wrappers count too)
     calls: int = 0
     _unet_seen: dict = field(default_factory=dict)
     _joint_seen: int = 0
@@ -93,12 +113,13 @@ class Forward:
     @cached_property
     def rows(self) -> dict:
         """Batch rows of each role: chunk i of the batch belongs to cond_or_uncond[i] (CFGGuider: 0 pos, 1 neg)."""
+        roles = uuid_roles(self.conds)
         out = {}
         n = max(len(self.cond_or_uncond), 1)
         per = self.batch // n
         for i, idx in enumerate(self.cond_or_uncond):
             uid = self.uuids[i] if i < len(self.uuids) else None
-            role = self.roles.get(uid) or {0: "cond", 1: "uncond"}.get(idx, "extra")
+            role = roles.get(uid) or {0: "cond", 1: "uncond"}.get(idx, "extra")
             out.setdefault(role, []).extend(range(i * per, (i + 1) * per))
         return out
 
@@ -236,22 +257,34 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         model_sampling=base.model_sampling,
         cond_or_uncond=list(to.get("cond_or_uncond", [])),
         uuids=list(to.get("uuids", [])),
-        roles=to.get(ROLES_KEY, {}),
+        conds=to.get(ROLES_KEY) or {},
     )
     return executor(x, t, c_concat, c_crossattn, control, to, **kwargs)
 
 
-def outer_sample_wrapper(executor, *args, **kwargs):
-    """OUTER_SAMPLE wrapper: uuid → role for this run (the guider's conds keep their uuids through processing)."""
-    guider = executor.class_obj
+def uuid_roles(conds: dict) -> dict:
+    """uuid → role: positive → "cond", negative → "uncond", any other guider key → that key.
+
+    An entry may name its role (`"sleight_role"`); otherwise the first key listing it wins, so a side prompt
+    swapped in as the positive for one call (Rare-to-Frequent) counts as "cond" there.
+    """
     roles = {}
-    for key, conds in (getattr(guider, "conds", None) or {}).items():
-        role = {"positive": "cond", "negative": "uncond"}.get(key, key)
-        for c in conds or []:
+    for key, entries in conds.items():
+        default = {"positive": "cond", "negative": "uncond"}.get(key, key)
+        for c in entries or []:
             if isinstance(c, dict) and "uuid" in c:
-                roles[c["uuid"]] = role
+                if c.get("sleight_role"):
+                    roles[c["uuid"]] = c["sleight_role"]
+                else:
+                    roles.setdefault(c["uuid"], default)
+    return roles
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    """OUTER_SAMPLE wrapper: lets every forward of this run map its uuids to roles (conds keep their uuids)."""
+    guider = executor.class_obj
     to = guider.model_options.setdefault("transformer_options", {})
-    to[ROLES_KEY] = roles
+    to[ROLES_KEY] = guider.conds
     try:
         return executor(*args, **kwargs)
     finally:

@@ -41,7 +41,8 @@ class Probe:
     order = 90
 
     def __init__(self, scale=None, where=lambda call: True):
-        self.calls = []
+        self.calls = []          # every call, as the router describes it
+        self.ran = []            # the calls this probe ran on, as earlier effects handed them on
         self.scale = scale
         self.where = where
 
@@ -50,6 +51,7 @@ class Probe:
         return self.where(call)
 
     def run(self, call, attend):
+        self.ran.append(call)
         out = attend(call)
         return out if self.scale is None else out * self.scale
 
