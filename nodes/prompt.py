@@ -1,0 +1,259 @@
+"""Prompt nodes (sleight/prompt): Rare-to-Frequent (Park et al., ICLR 2025)."""
+import logging
+
+import torch
+
+from ..samplers import switching
+from ._compat import inp, io, schema, ui
+
+log = logging.getLogger("sleight")
+
+R2F = "Sleight · Rare-to-Frequent"
+# How a frequent prompt's place in the R2F sequence travels: keys in each conditioning entry's dict (they survive
+# ConditioningCombine and reach the guider untouched; models ignore unknown keys).
+STAGE_KEY = "sleight_r2f_stage"   # 0 = the most frequent prompt; concepts are restored in ascending level
+LEVEL_KEY = "sleight_r2f_level"   # visual detail level 0..5 of that stage, or None (use the node's widget)
+MODES = ["alternate", "interpolate"]
+LEVEL_MAP_CHOICES = ["auto", "sd3", "sdxl"]
+
+
+def _check_conditioning(cond, name):
+    ok = isinstance(cond, (list, tuple)) and len(cond) > 0 and all(
+        isinstance(e, (list, tuple)) and len(e) >= 2 and torch.is_tensor(e[0]) and isinstance(e[1], dict) for e in cond)
+    if not ok:
+        raise ValueError(f"{R2F}: '{name}' is not a text conditioning (connect a CLIP Text Encode or "
+                         "Sleight · R2F prompt output).")
+
+
+def frequent_stages(frequent, default_level: int):
+    """The frequent conditioning → [(conditioning, level)] in stage order.
+
+    Entries tagged by Sleight · R2F prompt carry STAGE_KEY / LEVEL_KEY; an untagged conditioning is one stage at
+    `default_level` (several untagged entries are one prompt, averaged by ComfyUI as usual).
+    """
+    tagged = [e for e in frequent if STAGE_KEY in e[1]]
+    if not tagged:
+        return [(list(frequent), default_level)]
+    if len(tagged) != len(frequent):
+        raise ValueError(f"{R2F}: 'frequent' mixes prompts from Sleight · R2F prompt with other conditionings. "
+                         "Combine frequent prompts only from one Sleight · R2F prompt node, or use a plain prompt.")
+    stages = {}
+    for e in frequent:
+        stages.setdefault(int(e[1][STAGE_KEY]), []).append(e)
+    out = []
+    for stage in sorted(stages):
+        levels = {e[1].get(LEVEL_KEY) for e in stages[stage]}
+        if len(levels) > 1:
+            raise ValueError(f"{R2F}: the entries of frequent prompt {stage} disagree on the level ({sorted(levels, key=str)}).")
+        level = levels.pop()
+        level = default_level if level is None else int(level)
+        if not 0 <= level <= switching.MAX_LEVEL:
+            raise ValueError(f"{R2F}: visual detail level {level} of frequent prompt {stage} is not in 0..5.")
+        out.append((stages[stage], level))
+    return out
+
+
+def _is_unet(model) -> bool:
+    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
+    return type(dm).__name__ == "UNetModel"
+
+
+class R2FPlanner:
+    """Builds one run's Plan: which stage (or interpolation of it) replaces the positive at each step."""
+
+    def __init__(self, rare, stages, mode, level_map, stop_percent, alphas, how):
+        self.rare, self.stages, self.mode = rare, stages, mode
+        self.level_map, self.stop_percent, self.alphas, self.how = level_map, stop_percent, alphas, how
+
+    def stops(self, total_steps):
+        return switching.r2f_stops([lv for _, lv in self.stages], total_steps, self.mode, self.level_map,
+                                   self.stop_percent)
+
+    def schedule(self, total_steps):
+        alphas = self.alphas if self.mode == "interpolate" else (1.0,)
+        return switching.r2f_schedule(self.stops(total_steps), total_steps, self.mode, alphas)
+
+    def interpolated(self, stage, alpha):
+        freq = self.stages[stage][0]
+        n = max(len(freq), len(self.rare))
+        return [switching.lerp_entry(freq[min(i, len(freq) - 1)], self.rare[min(i, len(self.rare) - 1)], alpha, self.how)
+                for i in range(n)]
+
+    def __call__(self, total_steps, positive):
+        steps, conds = [], {}
+        for choice in self.schedule(total_steps):
+            if choice is None:
+                steps.append(None)
+                continue
+            stage, alpha = choice
+            if alpha >= 1.0:
+                key = f"sleight_r2f_{stage}"
+                if key not in conds:
+                    conds[key] = self.stages[stage][0]
+            else:
+                key = f"sleight_r2f_{stage}_a{alpha!r}"
+                if key not in conds:
+                    conds[key] = self.interpolated(stage, alpha)
+            steps.append(key)
+        plan = switching.Plan(tuple(steps), conds)
+        if plan.active and positive:
+            pos, rare = positive[0].get("cross_attn"), self.rare[0][0]
+            if pos is not None and (pos.shape != rare.shape or not torch.equal(pos.cpu(), rare.cpu())):
+                log.warning("%s: the sampler's positive prompt is not the 'rare' conditioning of this node. Rare steps "
+                            "use the sampler's positive; connect the same rare prompt to both.", R2F)
+        return plan
+
+
+class SleightRareToFrequent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SleightRareToFrequent",
+            display_name=R2F,
+            category="sleight/prompt",
+            description=(
+                "Rare-to-Frequent (Park et al., ICLR 2025): draw rare concepts ('a hairy hamburger') by guiding the "
+                "first steps with a frequent one ('a hairy object'). alternate: frequent prompt on even steps, the "
+                "rare prompt on odd steps, until a stop step set by the visual detail level (paper maps of 50 steps: "
+                "SD3 0/5/10/20/30/40, SDXL 0/3/5/10/20/30 for levels 0-5, scaled to your step count); then the rare "
+                "prompt only. interpolate (few-step models, e.g. Flux schnell): e = a*e_freq + (1-a)*e_rare on steps "
+                "0 (levels 1-3) or 0-1 (levels 4-5). Pooled outputs switch too. The sampler's positive is used on rare "
+                "steps; connect the same rare prompt there. The negative is untouched."
+            ),
+            inputs=[
+                inp(io.Model, "model", tooltip="The model to patch. A patched copy is returned; the input model is unchanged."),
+                inp(io.Conditioning, "rare",
+                    tooltip="The original prompt with the rare concept (e.g. 'a hairy hamburger'). Connect the same "
+                            "conditioning to the sampler's positive: rare steps use the sampler's positive."),
+                inp(io.Conditioning, "frequent",
+                    tooltip="The frequent prompt (e.g. 'a hairy object'), or the frequent output of Sleight · R2F prompt, "
+                            "which carries several frequent prompts and their visual detail levels."),
+                inp(io.Int, "visual_detail_level", default=3, min=0, max=5,
+                    tooltip="How much local detail the rare concept needs, 1 (shape) to 5 (hair, texture); higher keeps "
+                            "the frequent prompt longer. Used when 'frequent' carries no level. 0 = off."),
+                inp(io.Combo, "mode", options=MODES, default="alternate",
+                    tooltip="alternate (paper, SD3/SDXL): frequent on even steps, rare on odd steps, until the stop step. "
+                            "interpolate (paper, Flux schnell and other few-step models): blend the two embeddings on the "
+                            "first step(s) with the alphas below."),
+                inp(io.Float, "stop_percent", default=-1.0, min=-1.0, max=1.0, step=0.01,
+                    tooltip="Override: fraction of the steps during which the frequent prompt is used (alternate) or "
+                            "interpolated (interpolate), for every frequent prompt. -1 = from the visual detail level. "
+                            "0 = off."),
+                inp(io.Combo, "level_map", options=LEVEL_MAP_CHOICES, default="auto",
+                    tooltip="Level -> stop step map (of 50 steps, scaled to yours). sd3: 0,5,10,20,30,40. "
+                            "sdxl: 0,3,5,10,20,30. auto: sdxl for UNet models (SD1.5, SDXL), sd3 for SD3, Flux and other DiTs."),
+                inp(io.String, "alphas", default=switching.DEFAULT_ALPHAS,
+                    tooltip="interpolate mode: weight of the frequent prompt at steps 0, 1, 2, ... (the last value "
+                            "repeats). Paper (Flux schnell): 0.3,0.15,0.15,0.15."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with Rare-to-Frequent prompt switching; connect it to the sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, model, rare, frequent, visual_detail_level, mode, stop_percent, level_map, alphas):
+        _check_conditioning(rare, "rare")
+        _check_conditioning(frequent, "frequent")
+        if mode not in MODES:
+            raise ValueError(f"{R2F}: mode must be one of {MODES}, got '{mode}'.")
+        if level_map not in LEVEL_MAP_CHOICES:
+            raise ValueError(f"{R2F}: level_map must be one of {LEVEL_MAP_CHOICES}, got '{level_map}'.")
+        if not -1.0 <= stop_percent <= 1.0 or (stop_percent < 0 and stop_percent != -1.0):
+            raise ValueError(f"{R2F}: stop_percent must be -1 (use the level) or in [0, 1], got {stop_percent}.")
+        if not 0 <= visual_detail_level <= switching.MAX_LEVEL:
+            raise ValueError(f"{R2F}: visual_detail_level must be 0..5, got {visual_detail_level}.")
+        alpha_values = switching.parse_alphas(alphas, R2F)
+        stages = frequent_stages(frequent, int(visual_detail_level))
+        unet = _is_unet(model)
+        if level_map == "auto":
+            level_map = "sdxl" if unet else "sd3"
+        if mode == "interpolate":
+            for freq, _ in stages:
+                if len(freq) != len(rare) and 1 not in (len(freq), len(rare)):
+                    raise ValueError(f"{R2F}: interpolate needs one entry per prompt (or equally many); 'rare' has "
+                                     f"{len(rare)} and a frequent prompt {len(freq)}. Do not combine conditionings here.")
+                for f in freq:
+                    if f[0].shape[-1] != rare[0][0].shape[-1]:
+                        raise ValueError(f"{R2F}: 'rare' and 'frequent' come from different text encoders "
+                                         f"(embedding size {rare[0][0].shape[-1]} and {f[0].shape[-1]}); encode both "
+                                         "with the model's CLIP.")
+        planner = R2FPlanner(list(rare), stages, mode, switching.LEVEL_MAPS[level_map],
+                             float(stop_percent), alpha_values, "repeat" if unet else "pad")
+        m = model.clone()
+        switching.install(m, planner, R2F)
+        return io.NodeOutput(m)
+
+
+def _encode(clip, text):
+    """CLIPTextEncode."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def _tagged(conditioning, stage, level):
+    return [[e[0], {**e[1], STAGE_KEY: stage, LEVEL_KEY: level}] for e in conditioning]
+
+
+class SleightR2FPrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SleightR2FPrompt",
+            display_name=switching.PROMPT_NODE,
+            category="sleight/prompt",
+            description=(
+                "Encodes a Rare-to-Frequent prompt for Sleight · Rare-to-Frequent. Paste the R2F LLM answer "
+                "('### Final Prompt Sequence: A hairy object BREAK A hairy hamburger' + '### Visual Detail Level: 5'; "
+                "several concepts joined with ' AND ', one level each, the original prompt on '### Input: ...'), a "
+                "released prompt-file entry (JSON), or write lines 'frequent BREAK rare' / 'frequent, rare'. Concepts "
+                "are restored one at a time in ascending level (levels are sorted, so unsorted LLM output is safe)."
+            ),
+            inputs=[
+                inp(io.Clip, "clip", tooltip="The text encoder of your model (the CLIP output of the checkpoint loader)."),
+                inp(io.String, "text", multiline=True,
+                    default="### Input: A hairy hamburger\n### Final Prompt Sequence: A hairy object BREAK A hairy hamburger\n"
+                            "### Visual Detail Level: 5",
+                    tooltip="R2F prompt: the LLM answer format of the paper (frequent BREAK rare per concept, ' AND ' "
+                            "between concepts, 'Visual Detail Level: 3' or '### Visual Detail Level: 3 AND 5', "
+                            "'### Input: original prompt'), or hand-written lines 'frequent, rare'. Without a level the "
+                            "Rare-to-Frequent node's visual_detail_level is used."),
+            ],
+            outputs=[
+                io.Conditioning.Output(
+                    display_name="rare",
+                    tooltip="The original prompt: connect it to the sampler's positive and to the Rare-to-Frequent "
+                            "node's 'rare'."),
+                io.Conditioning.Output(
+                    display_name="frequent",
+                    tooltip="The frequent prompts in restoring order, each tagged with its visual detail level; "
+                            "connect it to the Rare-to-Frequent node's 'frequent'."),
+                io.String.Output(
+                    display_name="levels",
+                    tooltip="The visual detail levels in stage order, e.g. '3, 5' (empty when the text gives none)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, clip, text):
+        if clip is None:
+            raise RuntimeError(f"{switching.PROMPT_NODE}: the clip input is empty; your checkpoint has no text encoder. "
+                               "Load one with a CLIP loader.")
+        spec = switching.parse_r2f_text(text)
+        for note in spec.notes:
+            log.warning("%s: %s", switching.PROMPT_NODE, note)
+        cache = {}
+
+        def encode(t):
+            if t not in cache:
+                cache[t] = _encode(clip, t)
+            return cache[t]
+
+        rare = encode(spec.original)
+        if spec.stages:
+            frequent = []
+            for j, (prompt, level) in enumerate(zip(spec.stages, spec.levels)):
+                frequent += _tagged(encode(prompt), j, level)
+        else:
+            frequent = _tagged(rare, 0, 0)
+        levels = ", ".join(str(lv) for lv in spec.levels if lv is not None)
+        lines = [f"{j}: {p}" + (f"   (level {lv})" if lv is not None else "") for j, (p, lv) in enumerate(zip(spec.stages, spec.levels))]
+        summary = "\n".join(lines + [f"rare: {spec.original}"] + [f"note: {n}" for n in spec.notes])
+        return io.NodeOutput(rare, frequent, levels, ui=ui.PreviewText(summary))
