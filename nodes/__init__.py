@@ -1,9 +1,12 @@
 """Node classes, one module per family; `SleightExtension` lists them for ComfyUI's V3 loader."""
 from ._compat import ComfyExtension
 from .guidance import SleightAPG
+from .prompt import SleightR2FPrompt, SleightRareToFrequent
+from .routing import SleightFindTextLayers, SleightPromptRoute
 from .utils import SleightInspectAttention
 
-NODES = [SleightAPG, SleightInspectAttention]
+NODES = [SleightAPG, SleightPromptRoute, SleightFindTextLayers, SleightRareToFrequent, SleightR2FPrompt,
+         SleightInspectAttention]
 
 
 class SleightExtension(ComfyExtension):

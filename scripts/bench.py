@@ -18,8 +18,10 @@ comfy_env.bootstrap()
 import torch  # noqa: E402
 
 import tiny_models  # noqa: E402
-from sleight.attention_patches import router  # noqa: E402
+from sleight.attention_patches import arch, router, textkv  # noqa: E402
 from sleight.nodes.guidance import SleightAPG  # noqa: E402
+from sleight.nodes.prompt import SleightRareToFrequent  # noqa: E402
+from sleight.samplers import schedule  # noqa: E402
 
 APG_DEFAULTS = dict(eta=0.0, momentum=-0.5, norm_threshold=15.0, start_percent=0.0, end_percent=1.0,
                     cfg_warmup_steps=0, cfg_warmup_scale=0.0, scale_threshold_by_latent_size=False)
@@ -44,16 +46,26 @@ class PassThrough(Idle):
         return attend(call)
 
 
-def patched(kind, model):
+MAIN, OTHER = "a red circle at the top left", "a hairy object at the top left"
+
+
+def patched(kind, model, clip):
     if kind == "apg":
         return SleightAPG.execute(model, **APG_DEFAULTS).result[0]
+    if kind == "r2f":
+        return SleightRareToFrequent.execute(model, tiny_models.encode(clip, MAIN), tiny_models.encode(clip, OTHER),
+                                             3, "alternate", -1.0, "auto", "0.3,0.15,0.15,0.15").result[0]
     m = model.clone()
+    if kind == "route-dit":      # every joint block: the side pass is the whole cost
+        blocks = {layer.block for layer in arch.list_layers(model, 64, 64)}
+        textkv.install_dit(m, tiny_models.encode(clip, OTHER), blocks, schedule.Window())
+        return m
     router.install(m, Idle() if kind == "router-idle" else PassThrough())
     return m
 
 
 def timed(model, clip, size, steps, cfg):
-    pos, neg = tiny_models.encode(clip, "a red circle at the top left"), tiny_models.encode(clip, "")
+    pos, neg = tiny_models.encode(clip, MAIN), tiny_models.encode(clip, "")
     t0 = time.perf_counter()
     tiny_models.sample("bench", model, clip, size=size, steps=steps, cfg=cfg, positive=pos, negative=neg)
     return time.perf_counter() - t0
@@ -61,7 +73,7 @@ def timed(model, clip, size, steps, cfg):
 
 def measure(name, kind, size, steps, repeats, cfg=5.0):
     model, clip, _ = tiny_models.load(name)
-    other = patched(kind, model)
+    other = patched(kind, model, clip)
     timed(model, clip, size, 1, cfg), timed(other, clip, size, 1, cfg)      # warm-up
     base, trick = [], []
     for i in range(repeats):     # ABBA order cancels slow drift of the machine
@@ -71,6 +83,10 @@ def measure(name, kind, size, steps, repeats, cfg=5.0):
     return {"model": name, "patch": kind, "size": size, "steps": steps, "repeats": repeats,
             "baseline_s": min(base), "patched_s": min(trick), "ratio": min(trick) / min(base),
             "median_ratio": statistics.median(trick) / statistics.median(base)}
+
+
+DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", "router-pass:sdxl",
+                "r2f:sd15", "r2f:sdxl", "route-dit:sd3", "route-dit:flux_dev:4"]
 
 
 def table(rows):
@@ -92,20 +108,19 @@ def write_docs(text):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["sd15", "sdxl"])
-    ap.add_argument("--patches", nargs="+", default=["apg", "router-idle", "router-pass"])
+    ap.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="patch:model[:steps]")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--write", action="store_true", help="update the table in docs/BENCHMARKS.md")
     a = ap.parse_args()
-    tiny_models.ensure_models(names=a.models)
+    runs = [(r.split(":") + [a.steps])[:3] for r in a.runs]
+    tiny_models.ensure_models(names=sorted({run[1] for run in runs}))
     torch.set_grad_enabled(False)
     rows = []
-    for name in a.models:
-        for kind in a.patches:
-            rows.append(measure(name, kind, a.size, a.steps, a.repeats))
-            print(f"{kind:>12} on {name}: {rows[-1]['ratio']:.3f}×", flush=True)
+    for kind, name, steps in runs:
+        rows.append(measure(name, kind, a.size, int(steps), a.repeats))
+        print(f"{kind:>12} on {name}: {rows[-1]['ratio']:.3f}×", flush=True)
     text = table(rows) + f"\n\n_{torch.__version__}, {torch.get_num_threads()} threads, CPU; command: `make bench`_"
     print(text)
     comfy_env.OUTPUT.mkdir(exist_ok=True)

@@ -28,7 +28,7 @@ SUBSTITUTES = {
     "v1-5-pruned-emaonly.safetensors": ("sd15", "checkpoint"),
     "v1-5-pruned-emaonly-fp16.safetensors": ("sd15", "checkpoint"),
     "sd-v1-5-inpainting.ckpt": ("sd15_inpaint", "checkpoint"),
-    "sd_xl_base_1.0.safetensors": ("sdxl", "checkpoint"),
+    "sd_xl_base_1.0.safetensors": ("sdxl_layout", "checkpoint"),   # the real 70-block layout: presets resolve
     "sd3.5_medium.safetensors": ("sd3", "checkpoint"),
     "flux1-dev.safetensors": ("flux_dev", "unet"),
     "flux1-schnell.safetensors": ("flux_schnell", "unet"),
