@@ -1,0 +1,145 @@
+"""Build the example workflows with the real ComfyUI frontend from the specs below.
+
+For each spec: the page creates the nodes with LiteGraph, sets widget values, connects them and lays them out
+in columns; `graph.serialize()` becomes example_workflows/<name>.json (UI format), `app.graphToPrompt()` its API
+twin tests/workflows/<name>.api.json, and a screenshot the template thumbnail <name>.jpg.
+
+    .venv/bin/python scripts/make_workflows.py [NAME ...]
+"""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_env  # noqa: E402
+import thumbnails  # noqa: E402
+from comfy_server import ComfyServer  # noqa: E402
+
+SDXL = {"name": "sd_xl_base_1.0.safetensors", "directory": "checkpoints",
+        "url": "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors"}
+KS = {"seed": 806052, "control_after_generate": "fixed", "steps": 30, "cfg": 7, "sampler_name": "euler",
+      "scheduler": "normal", "denoise": 1}
+
+
+def pair(trick, trick_title, ks, prefix):
+    """Baseline and trick samplers from the same seed, decoded and saved side by side (the demo pairs them)."""
+    return [
+        ("k0", "KSampler", "KSampler · baseline", ks, 3, 0),
+        ("k1", "KSampler", f"KSampler · {trick_title}", ks, 3, 1),
+        ("d0", "VAEDecode", "VAE Decode · baseline", {}, 4, 0),
+        ("d1", "VAEDecode", f"VAE Decode · {trick_title}", {}, 4, 1),
+        ("s0", "SaveImage", "Save · baseline", {"filename_prefix": f"{prefix}/baseline"}, 5, 0),
+        ("s1", "SaveImage", f"Save · {trick_title}", {"filename_prefix": f"{prefix}/{trick}"}, 5, 1),
+    ], [("k0", 0, "d0", "samples"), ("k1", 0, "d1", "samples"), ("ckpt", 2, "d0", "vae"), ("ckpt", 2, "d1", "vae"),
+        ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+
+
+def sdxl_base(pos, neg, width=1024, height=1024):
+    nodes = [
+        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SDXL)", {"ckpt_name": SDXL["name"]}, 0, 1),
+        ("pos", "CLIPTextEncode", "Positive prompt", {"text": pos}, 1, 0),
+        ("neg", "CLIPTextEncode", "Negative prompt", {"text": neg}, 1, 1),
+        ("lat", "EmptyLatentImage", f"Empty latent {width}×{height}", {"width": width, "height": height, "batch_size": 1}, 1, 2),
+    ]
+    links = [("ckpt", 1, "pos", "clip"), ("ckpt", 1, "neg", "clip"),
+             ("ckpt", 0, "k0", "model"), ("pos", 0, "k0", "positive"), ("neg", 0, "k0", "negative"), ("lat", 0, "k0", "latent_image"),
+             ("pos", 0, "k1", "positive"), ("neg", 0, "k1", "negative"), ("lat", 0, "k1", "latent_image")]
+    return nodes, links
+
+
+def spec_apg():
+    nodes, links = sdxl_base("a photo of a red fox in a snowy forest, detailed fur", "blurry, low quality")
+    more, more_links = pair("apg", "APG", {**KS, "cfg": 15}, "sleight-apg")
+    return {"nodes": nodes + [("apg", "SleightAPG", "Sleight · APG", {}, 2, 1)] + more,
+            "links": links + more_links + [("ckpt", 0, "apg", "model"), ("apg", 0, "k1", "model")],
+            "note": "Same seed, same CFG 15, two samplers.\nTop row: plain CFG (over-saturated, burnt at high CFG).\n"
+                    "Bottom row: the same model through Sleight · APG (adaptive projected guidance, default settings), "
+                    "which keeps colours natural at high CFG.\n\nCompare the two Save nodes."}
+
+
+def spec_text_routing():
+    nodes, links = sdxl_base('A sign that says "HELLO" on a brick wall', "blurry, low quality")
+    more, more_links = pair("routed", "routed", {**KS, "cfg": 5, "steps": 50}, "sleight-text-routing")
+    return {"nodes": nodes + more + [
+                ("alt", "CLIPTextEncode", "Routed prompt (new text)", {"text": 'A sign that says "WORLD" on a brick wall'}, 1, 3),
+                ("route", "SleightPromptRoute", "Sleight · Route prompt into layers", {}, 2, 1),
+                ("inspect", "SleightInspectAttention", "Sleight · Inspect attention layers", {}, 2, 3)],
+            "links": links + more_links + [("ckpt", 1, "alt", "clip"), ("ckpt", 0, "route", "model"),
+                                           ("alt", 0, "route", "conditioning"), ("route", 0, "k1", "model"),
+                                           ("ckpt", 0, "inspect", "model")],
+            "note": "Text-layer routing (Staniszewski et al., ICLR 2025).\nThe routed prompt reaches only the three "
+                    "cross-attention layers that render text in SDXL (output.2.1-3), from step 4 of 50: the sign "
+                    "should read WORLD while the rest of the picture stays as in the baseline.\n"
+                    "Inspect attention layers lists every block id you can route into."}
+
+
+def spec_rare_to_frequent():
+    nodes, links = sdxl_base("unused", "blurry, low quality")
+    nodes = [n for n in nodes if n[0] != "pos"]
+    links = [l for l in links if "pos" not in (l[0], l[2])]
+    more, more_links = pair("r2f", "Rare-to-Frequent", {**KS, "cfg": 5, "steps": 50, "sampler_name": "dpmpp_2m",
+                                                          "scheduler": "karras"}, "sleight-rare-to-frequent")
+    text = ("### Input: A hairy hamburger on a wooden table\n### Visual Detail Level: 5\n"
+            "### Final Prompt Sequence: A hairy object BREAK A hairy hamburger")
+    return {"nodes": nodes + more + [
+                ("r2fp", "SleightR2FPrompt", "Sleight · R2F prompt", {"text": text}, 1, 0),
+                ("r2f", "SleightRareToFrequent", "Sleight · Rare-to-Frequent", {}, 2, 1)],
+            "links": links + more_links + [
+                ("ckpt", 1, "r2fp", "clip"), ("r2fp", 0, "k0", "positive"), ("r2fp", 0, "k1", "positive"),
+                ("ckpt", 0, "r2f", "model"), ("r2fp", 0, "r2f", "rare"), ("r2fp", 1, "r2f", "frequent"),
+                ("r2f", 0, "k1", "model")],
+            "note": "Rare-to-Frequent (Park et al., ICLR 2025).\nA rare concept (a hairy hamburger) is drawn from a "
+                    "frequent one (a hairy object) in the first steps, alternating step by step, then the rare prompt "
+                    "alone. The visual detail level (5 here) sets how long: on SDXL 30 of 50 steps.\n"
+                    "Paste what the paper's LLM prompt answers into Sleight · R2F prompt, or write frequent BREAK rare."}
+
+
+SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
+         "sleight-rare-to-frequent": spec_rare_to_frequent}
+
+BUILD_JS = r"""(spec) => {
+  const g = app.graph; g.clear();
+  const byId = {}, cols = {};
+  for (const [key, type, title, values, col, row] of spec.nodes) {
+    const n = LiteGraph.createNode(type); if (!n) throw new Error(`unknown node type ${type}`);
+    n.title = title; g.add(n); byId[key] = n;
+    for (const [k, v] of Object.entries(values)) {
+      const w = n.widgets.find(w => w.name === k); if (!w) throw new Error(`${type} has no widget ${k}`); w.value = v;
+    }
+    if (type === "CheckpointLoaderSimple") n.properties.models = [spec.model];
+    if (type === "KSampler") n.size[0] = 300;
+    (cols[col] = cols[col] || []).push([row, n]);
+  }
+  for (const [a, slot, b, input] of spec.links) byId[a].connect(slot, byId[b], input);
+  const note = LiteGraph.createNode("Note"); note.title = "About this workflow"; g.add(note);
+  note.widgets[0].value = spec.note; note.size = [320, 300];
+  let x = 360;
+  for (const c of Object.keys(cols).map(Number).sort((p, q) => p - q)) {
+    let y = 0; const list = cols[c].sort((p, q) => p[0] - q[0]).map(p => p[1]);
+    for (const n of list) { n.pos = [x, y]; y += n.size[1] + 70; }
+    x += Math.max(...list.map(n => n.size[0])) + 80;
+  }
+  note.pos = [0, 0];
+  for (const n of Object.values(byId)) if (n.type === "CheckpointLoaderSimple") n.pos = [0, 360];
+  g.setDirtyCanvas(true, true);
+  return JSON.stringify(g.serialize());
+}"""
+
+
+def main(names):
+    with ComfyServer(log_path=comfy_env.OUTPUT / "workflows" / "server.log") as server, thumbnails.Frontend(server.url) as fe:
+        for name in names:
+            spec = {**SPECS[name](), "model": SDXL}
+            ui = json.loads(fe.page.evaluate(BUILD_JS, spec))
+            result = fe.load(ui, name)
+            if result["missing"] or result["errored"]:
+                raise SystemExit(f"{name}: missing {result['missing']}, errors {result['errored']}")
+            (thumbnails.EXAMPLES / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+            (comfy_env.ROOT / "tests" / "workflows" / f"{name}.api.json").write_text(json.dumps(result["prompt"], indent=2) + "\n")
+            shot = fe.screenshot(comfy_env.OUTPUT / "workflows" / f"{name}.png")
+            thumbnails.make_thumbnail(shot, thumbnails.EXAMPLES / f"{name}.jpg")
+            print(f"wrote {name}: {len(ui['nodes'])} nodes")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(SPECS))
