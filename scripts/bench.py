@@ -18,7 +18,7 @@ comfy_env.bootstrap()
 import torch  # noqa: E402
 
 import tiny_models  # noqa: E402
-from sleight.attention_patches import arch, router, textkv  # noqa: E402
+from sleight.attention_patches import arch, router, textkv, textswap  # noqa: E402
 from sleight.nodes.guidance import SleightAPG  # noqa: E402
 from sleight.nodes.prompt import SleightRareToFrequent  # noqa: E402
 from sleight.samplers import schedule  # noqa: E402
@@ -55,6 +55,9 @@ def patched(kind, model, clip):
     if kind == "r2f":
         return SleightRareToFrequent.execute(model, tiny_models.encode(clip, MAIN), tiny_models.encode(clip, OTHER),
                                              3, "alternate", -1.0, "auto", "0.3,0.15,0.15,0.15").result[0]
+    if kind == "route-unet":     # the paper's SDXL text layers on the real 70-block layout
+        return textswap.route(model, tiny_models.encode(clip, OTHER), ["output.2.1", "output.2.2", "output.2.3"],
+                              schedule.Window(0.08, 1.0))
     m = model.clone()
     if kind == "route-dit":      # every joint block: the side pass is the whole cost
         blocks = {layer.block for layer in arch.list_layers(model, 64, 64)}
@@ -86,7 +89,7 @@ def measure(name, kind, size, steps, repeats, cfg=5.0):
 
 
 DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", "router-pass:sdxl",
-                "r2f:sd15", "r2f:sdxl", "route-dit:sd3", "route-dit:flux_dev:4"]
+                "r2f:sd15", "r2f:sdxl", "route-unet:sdxl_layout", "route-dit:sd3", "route-dit:flux_dev:4"]
 
 
 def table(rows):
