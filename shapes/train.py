@@ -16,7 +16,9 @@ tiny_models' regenerated CLIP-L after checking its hash). Loss goes to build/sha
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -82,9 +84,9 @@ def clip_l_path() -> Path:
     return path
 
 
-def load_clip(check=True):
+def load_clip(check=True, cpu=True):
     """The CLIP-L exactly as CLIPLoader(type="stable_diffusion") loads it."""
-    comfy_env.bootstrap()
+    comfy_env.bootstrap(cpu=cpu)
     import comfy.sd
     import comfy.utils
 
@@ -132,15 +134,18 @@ def caption_pool(clip, n, seed=CAPTION_SEED, log=None):
     if cache["captions"] != captions[:have]:
         raise RuntimeError(f"{path} holds other captions: delete it")
     if have < n:
-        t = time.perf_counter()
+        t = saved = time.perf_counter()
         parts = [cache["cond"]]
         with torch.inference_mode():
-            cache["empty"] = encode_captions(clip, [""])[0].half()
+            cache["empty"] = encode_captions(clip, [""])[0].half().cpu()
             for i in range(have, n, 512):
-                parts.append(encode_captions(clip, captions[i:min(i + 512, n)]).half())
-                cache.update(captions=captions[:min(i + 512, n)], cond=torch.cat(parts))
-                STATE_DIR.mkdir(parents=True, exist_ok=True)
-                _atomic_save(cache, path)  # an interrupted run keeps what it encoded
+                parts.append(encode_captions(clip, captions[i:min(i + 512, n)]).half().cpu())
+                if i + 512 >= n or time.perf_counter() - saved > 60:  # an interrupted run keeps what it encoded
+                    cache.update(captions=captions[:min(i + 512, n)], cond=torch.cat(parts))
+                    parts = [cache["cond"]]
+                    STATE_DIR.mkdir(parents=True, exist_ok=True)
+                    _atomic_save(cache, path)
+                    saved = time.perf_counter()
                 _log(f"encoded {min(i + 512, n)}/{n} captions ({time.perf_counter() - t:.0f} s)", log)
     return scenes, cache["cond"][:n], cache["empty"]
 
@@ -212,13 +217,13 @@ def read_checkpoint(path=CHECKPOINT):
     return weights, meta
 
 
-def load(path=CHECKPOINT):
+def load(path=CHECKPOINT, cpu=True):
     """(model_patcher, clip, vae) as CheckpointLoaderSimple + CLIPLoader would give them."""
-    comfy_env.bootstrap()
+    comfy_env.bootstrap(cpu=cpu)
     import comfy.sd
 
     model, _, vae = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=False)[:3]
-    return model, load_clip(), vae
+    return model, load_clip(cpu=cpu), vae
 
 
 # ---------------------------------------------------------------- training
@@ -230,8 +235,9 @@ def _atomic_save(obj, path):
     os.replace(tmp, path)
 
 
-def batch(step, args, scenes, cond, empty):
-    """(x0 latents, context, timesteps, noise) of one step: a pure function of (seed, step)."""
+def batch(step, args, scenes):
+    """(x0 latents, caption indices, dropped, timesteps, noise) of one step, on the CPU: a pure function of
+    (seed, step), whichever process draws it."""
     world, analytic_taesd = _world()
     size = args.sizes[step % len(args.sizes)]
     rng = random.Random(_seed(args.seed, "batch", step))
@@ -239,14 +245,42 @@ def batch(step, args, scenes, cond, empty):
     idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
     x0 = analytic_taesd.encode(world.render([world.rejitter(scenes[i], rng) for i in idx], size))
     drop = torch.tensor([rng.random() < args.dropout for _ in idx])
-    context = torch.where(drop[:, None, None], empty.float()[None], cond[idx].float())
     t = torch.randint(0, 1000, (args.batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
-    return x0, context, t, noise
+    return x0, torch.tensor(idx), drop, t, noise
+
+
+_POOL_STATE = {}
+
+
+def _pool_init(args, scenes):
+    torch.set_num_threads(1)
+    _POOL_STATE.update(args=args, scenes=scenes)
+
+
+def _pool_batch(step):
+    return batch(step, _POOL_STATE["args"], _POOL_STATE["scenes"])
+
+
+def batches(first, args, scenes):
+    """batch(step) for step = first, first + 1, ...: drawn here, or ahead by --workers processes."""
+    if args.workers <= 0:
+        step = first
+        while True:
+            yield batch(step, args, scenes)
+            step += 1
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(args.workers, _pool_init, (args, scenes)) as pool:
+        ahead = collections.deque(pool.apply_async(_pool_batch, (first + i,)) for i in range(2 * args.workers))
+        for step in itertools.count(first + len(ahead)):  # a bounded queue: memory stays flat
+            yield ahead.popleft().get()
+            ahead.append(pool.apply_async(_pool_batch, (step,)))
 
 
 def train(args):
-    comfy_env.bootstrap()
+    device = torch.device(args.device)
+    comfy_env.bootstrap(cpu=device.type == "cpu")
     torch.set_num_threads(args.threads)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     log = STATE_DIR / "train.log"
@@ -254,12 +288,12 @@ def train(args):
     state_path = STATE_DIR / "state.pt"
 
     model = build_model(args.seed)
-    unet = model.diffusion_model.train()
+    unet = model.diffusion_model.to(device).train()
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     status = {"step": 0, "opt_steps": 0, "samples": 0, "train_s": 0.0, "loss_ema": None}
     if args.resume and state_path.is_file():
-        state = torch.load(state_path)
+        state = torch.load(state_path, map_location=device)
         unet.load_state_dict(state["unet"])
         ema = state["ema"]
         opt.load_state_dict(state["opt"])
@@ -268,7 +302,7 @@ def train(args):
     elif args.resume and CHECKPOINT.is_file():
         weights, meta = read_checkpoint(CHECKPOINT)
         unet.load_state_dict(weights)
-        ema = {k: v.clone() for k, v in weights.items()}
+        ema = {k: v.to(device) for k, v in weights.items()}
         status.update(step=meta["step"], samples=meta["samples"], train_s=meta["train_s"])
         _log(f"resumed from {CHECKPOINT.name} (EMA weights, fresh optimizer) at step {status['step']}", log)
     elif (state_path.is_file() or CHECKPOINT.is_file()) and not args.fresh:
@@ -276,12 +310,13 @@ def train(args):
     else:
         _log(f"fresh start, seed {args.seed}", log)
 
-    clip = load_clip()
+    clip = load_clip(cpu=device.type == "cpu")
     scenes, cond, empty = caption_pool(clip, args.captions, log=log)
     del clip
     import comfy.model_management
     comfy.model_management.unload_all_models()  # the text encoder is not needed again: free its memory
-    sigmas = model.model_sampling.sigmas.float()
+    cond, empty = cond.to(device), empty.to(device)
+    sigmas = model.model_sampling.sigmas.float().to(device)
     alphas = 1.0 / (1.0 + sigmas ** 2)  # alpha-bar_t of ComfyUI's SD1 schedule
 
     def save():
@@ -291,7 +326,7 @@ def train(args):
         _atomic_save({"unet": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "status": status,
                       "args": vars(args)}, state_path)
         shell = build_model(args.seed)  # a second model to hold the EMA weights while saving
-        save_checkpoint(CHECKPOINT, shell, ema, meta)
+        save_checkpoint(CHECKPOINT, shell, {k: v.cpu() for k, v in ema.items()}, meta)
         _log(f"saved step {status['step']} ({status['samples']} samples, loss ema {status['loss_ema'] or 0:.4f})", log)
 
     deadline = start_time + args.minutes * 60
@@ -301,13 +336,16 @@ def train(args):
     window, window_t = [], time.perf_counter()
     _log(f"training sizes {args.sizes}, batch {args.batch}, {args.threads} thread(s), until "
          f"{time.strftime('%H:%M:%S', time.localtime(deadline))}", log)
+    source = batches(status["step"], args, scenes)
     while time.time() < deadline and not stop and (args.max_steps is None or status["step"] < args.max_steps):
         step_t = time.perf_counter()
-        step = status["step"]
-        x0, context, t, noise = batch(step, args, scenes, cond, empty)
+        x0, idx, drop, t, noise = (v.to(device, non_blocking=True) for v in next(source))
+        context = torch.where(drop[:, None, None], empty.float()[None], cond[idx].float())
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(unet(xt, t.float(), context=context), noise)
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+            pred = unet(xt, t.float(), context=context)
+        loss = F.mse_loss(pred.float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -317,8 +355,8 @@ def train(args):
         status["opt_steps"] += 1
         decay = min(args.ema, (1 + status["opt_steps"]) / (10 + status["opt_steps"]))
         with torch.no_grad():
-            for k, v in unet.state_dict().items():
-                ema[k].lerp_(v, 1 - decay)
+            current = unet.state_dict()
+            torch._foreach_lerp_([ema[k] for k in current], list(current.values()), 1 - decay)
 
         value = float(loss.detach())
         status["loss_ema"] = value if status["loss_ema"] is None else 0.98 * status["loss_ema"] + 0.02 * value
@@ -334,6 +372,7 @@ def train(args):
         if time.time() - last_save > args.save_minutes * 60:
             save()
             last_save = time.time()
+    source.close()
     save()
     if stop:
         raise SystemExit(128 + signal.SIGTERM)  # saved, but say it was stopped (a supervisor may restart it)
@@ -345,6 +384,9 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from build/shapes/state.pt or the committed weights")
     p.add_argument("--fresh", action="store_true", help="start over, overwriting trained weights")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU (see README)")
+    p.add_argument("--workers", type=int, default=0, help="processes that draw batches ahead (0: in line)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the UNet (GPU)")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="image sizes, cycled step by step")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)

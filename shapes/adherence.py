@@ -1,0 +1,131 @@
+"""Prompt adherence of the shapes model, read back from pixels by the evaluator (issue 8 §2).
+
+    .venv/bin/python shapes/adherence.py                       # 100 prompts x 2 seeds, cfg 5, 20 steps, 128 px
+    .venv/bin/python shapes/adherence.py --write               # ... and update the table in docs/BENCHMARKS.md
+
+Prompts are fresh scenes of the training distribution (their own seed, so mostly captions the model never
+saw), without signs (letters do not survive the analytic VAE) and without stripes (left out of training).
+Each prompt is sampled as KSampler does (euler / normal, empty negative prompt) with one noise per seed,
+decoded by the checkpoint's VAE through ComfyUI, and scored per attribute by `evaluate.accuracy`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import comfy_env  # noqa: E402
+
+PROMPT_SEED = 7  # the training pool uses train.CAPTION_SEED
+TARGETS = {"background": 0.90, "colour": 0.80, "kind": 0.70, "position": 0.80}  # issue 8 §2
+DOCS = ROOT / "docs" / "BENCHMARKS.md"
+MARKERS = ("<!-- adherence:start -->", "<!-- adherence:end -->")
+
+
+def prompts(n: int, seed: int = PROMPT_SEED):
+    from sleight.shapes import world
+
+    return world.sample_scenes(n, seed, sign_p=0.0, striped_p=0.0)
+
+
+def generate(model, clip, vae, captions, seeds, size=128, steps=20, cfg=5.0, batch=50, sampler="euler",
+             scheduler="normal"):
+    """(N, 3, size, size) images in [0, 1]: caption i sampled from seed i, `batch` rows per sampler call."""
+    import comfy.sample
+
+    def encode(texts):
+        conds = [clip.encode_from_tokens(clip.tokenize(t), return_pooled=True) for t in texts]
+        return [[torch.cat([c for c, _ in conds]), {"pooled_output": torch.cat([p for _, p in conds])}]]
+
+    images = []
+    for i in range(0, len(captions), batch):
+        texts, rows = captions[i:i + batch], seeds[i:i + batch]
+        latent = torch.zeros([len(texts), 4, size // 8, size // 8])
+        noise = torch.cat([comfy.sample.prepare_noise(latent[:1], s) for s in rows])
+        out = comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, encode(texts),
+                                  encode([""] * len(texts)), latent, denoise=1.0, disable_pbar=True, seed=rows[0])
+        images.append(vae.decode(out).movedim(-1, 1).float().cpu())
+    return torch.cat(images)
+
+
+def measure(model, clip, vae, n_prompts=100, n_seeds=2, **kwargs):
+    """{attribute: accuracy} over n_prompts x n_seeds images, plus the counts."""
+    from sleight.shapes import evaluate
+
+    scenes = prompts(n_prompts)
+    pairs = [(s, seed) for s in scenes for seed in range(n_seeds)]
+    images = generate(model, clip, vae, [s.caption for s, _ in pairs], [seed for _, seed in pairs], **kwargs)
+    acc = evaluate.accuracy([s for s, _ in pairs], evaluate.read(images, block=8))
+    return acc, images
+
+
+def table(acc: dict, meta: dict) -> str:
+    lines = ["| attribute | accuracy | target |", "| --- | --- | --- |"]
+    for a, v in acc.items():
+        target = f"≥ {TARGETS[a]:.0%}" if a in TARGETS else "—"
+        lines.append(f"| {a} | {v:.1%} | {target} |")
+    lines.append("")
+    lines.append(", ".join(f"{k} {v}" for k, v in meta.items()))
+    return "\n".join(lines)
+
+
+def write_docs(text: str, path: Path = DOCS):
+    doc = path.read_text()
+    start, end = MARKERS
+    block = f"{start}\n{text}\n{end}"
+    if start in doc:
+        doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
+    else:
+        doc += f"\n## Shapes model: prompt adherence (issue 8)\n\n{block}\n"
+    path.write_text(doc)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompts", type=int, default=100)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--sheet", type=Path, help="save the first 20 images as one PNG strip here")
+    p.add_argument("--write", action="store_true", help="update the table in docs/BENCHMARKS.md")
+    args = p.parse_args(argv)
+
+    comfy_env.bootstrap(cpu=args.device == "cpu")
+    sys.path.insert(0, str(ROOT / "shapes"))
+    import train
+
+    model, clip, vae = train.load(args.checkpoint or train.CHECKPOINT, cpu=args.device == "cpu")
+    _, ckpt_meta = train.read_checkpoint(args.checkpoint or train.CHECKPOINT)
+    t = time.perf_counter()
+    acc, images = measure(model, clip, vae, args.prompts, args.seeds, size=args.size, steps=args.steps,
+                          cfg=args.cfg, batch=args.batch)
+    meta = {"images": args.prompts * args.seeds, "size": f"{args.size} px", "steps": args.steps,
+            "cfg": args.cfg, "sampler": "euler/normal", "training step": ckpt_meta["step"],
+            "samples seen": ckpt_meta["samples"], "seconds": round(time.perf_counter() - t)}
+    text = table(acc, meta)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps({"accuracy": acc, "meta": meta}, indent=1))
+    if args.sheet:
+        from PIL import Image
+
+        strip = images[:20].permute(2, 0, 3, 1).reshape(args.size, -1, 3)
+        Image.fromarray((strip.clamp(0, 1) * 255).round().byte().numpy()).save(args.sheet)
+    if args.write:
+        write_docs(text)
+
+
+if __name__ == "__main__":
+    main()
