@@ -7,6 +7,8 @@ puts it into `guider.conds` before sampling starts. A PREDICT_NOISE wrapper then
 before the normal prediction; the router sees those rows with the side key as their role, so an effect can
 record there and inject into the cond rows of the main pass.
 """
+import torch
+
 import comfy.patcher_extension as pe
 import comfy.sampler_helpers
 import comfy.samplers
@@ -46,3 +48,50 @@ def run_side(guider, key: str, x, timestep, model_options):
 
 def in_window(guider, window: schedule.Window, timestep) -> bool:
     return window.contains(guider.inner_model.model_sampling, timestep)
+
+
+# ---------------------------------------------------------------- source trajectories (Add-it, DesignEdit)
+
+TRAJECTORY_TYPE = "SLEIGHT_TRAJECTORY"  # the ComfyUI socket type carrying a SourceTrajectory
+
+
+class SourceTrajectory:
+    """A source image's path through a schedule, for a source row run in lockstep with the target.
+
+    Two kinds, one interface (`at(model_sampling, sigma)` -> the model-space noisy source latent there):
+    - re-noised: a clean latent x0 and one fixed noise, x_sigma = model_sampling.noise_scaling(sigma, noise, x0)
+      (Add-it's generated-image mode; DesignEdit with a clean source);
+    - inverted: the latents an inversion recorded at each of its sigmas, kept on the CPU.
+    Latents are in model space (latent_format.process_in applied), shape (1, C, H, W) [or (1, C, T, H, W)].
+    `conditioning` is the source prompt's CONDITIONING (the source row is sampled with it).
+    """
+
+    def __init__(self, clean, conditioning, noise=None, sigmas=None, latents=None):
+        if (noise is None) == (latents is None):
+            raise ValueError("SourceTrajectory: give either a fixed noise (re-noised) or recorded latents (inverted)")
+        self.clean = clean.cpu()
+        self.conditioning = conditioning
+        self.noise = None if noise is None else noise.cpu()
+        self.sigmas = None if sigmas is None else sigmas.float().cpu()
+        self.latents = None if latents is None else [x.cpu() for x in latents]
+        if self.latents is not None and len(self.latents) != len(self.sigmas):
+            raise ValueError("SourceTrajectory: one recorded latent per sigma")
+
+    @property
+    def inverted(self) -> bool:
+        return self.latents is not None
+
+    def at(self, model_sampling, sigma, device=None, dtype=None):
+        """The source latent at `sigma` (a float or 0-d/1-d tensor). Inverted trajectories answer only at the
+        sigmas they recorded (to 1e-4 relative): sample with the same schedule that inverted them."""
+        sigma = float(sigma.reshape(-1)[0]) if hasattr(sigma, "reshape") else float(sigma)
+        if self.inverted:
+            i = int(torch.argmin((self.sigmas - sigma).abs()))
+            if abs(float(self.sigmas[i]) - sigma) > 1e-4 * max(sigma, 1e-3):
+                raise ValueError(f"the inverted trajectory has no latent at sigma {sigma:.4g}: sample with the "
+                                 "same steps, scheduler and denoise as the inversion")
+            x = self.latents[i]
+        else:
+            s = torch.tensor([sigma], dtype=torch.float32)
+            x = model_sampling.noise_scaling(s, self.noise, self.clean)
+        return x.to(device=device, dtype=dtype or x.dtype)
