@@ -3,9 +3,9 @@
 In a joint-attention DiT the text stream is rewritten by every block and modulated by the timestep, so the
 routed prompt's text K/V at block b exist only inside a forward of that prompt. Following the paper's
 activation patching (Staniszewski et al., 2025: only the context stream's K/V are patched), a side pass of the
-routed prompt runs in lockstep at every step inside the window (samplers/trajectory.py); this effect records its
-text K/V at the chosen blocks and, in the main pass, attends the routed rows' queries to
-[routed text K/V | their own image K/V]. Image K/V and every query stay the model's own.
+routed prompt runs in lockstep at every step inside the window, as extra rows of the main forward
+(samplers/trajectory.add_batched_side); this effect records its text K/V at the chosen blocks and attends the
+routed rows' queries to [routed text K/V | their own image K/V]. Image K/V and every query stay the model's own.
 """
 import torch
 
@@ -22,7 +22,9 @@ class TextKVSwap:
         self.blocks = frozenset(blocks)
         self.window = window
         self.roles = tuple(roles)
-        self.cache = {}          # block -> (sigma, k_txt, v_txt) recorded from the routed side pass
+        self.cache = {}          # block -> (sigma, k_txt, v_txt) recorded from the routed side rows
+        self.expected = False    # the side rows run at this step
+        self.missed = False      # routed rows came before the side rows' data (a batch split): redo them
 
     def applies(self, call):
         if call.block not in self.blocks or call.kind != "joint":
@@ -32,17 +34,17 @@ class TextKVSwap:
 
     def run(self, call, attend):
         rows = call.rows
-        if ROUTE_KEY in rows:           # side pass: remember the routed prompt's text keys and values
+        if ROUTE_KEY in rows:           # side rows: remember the routed prompt's text keys and values
             idx = rows[ROUTE_KEY]
             self.cache[call.block] = (call.sigma, call.k[idx][:, :, call.txt], call.v[idx][:, :, call.txt])
-            return attend(call)
-        entry = self.cache.get(call.block)
-        if entry is None or entry[0] != call.sigma:   # outside the window: no side pass ran at this step
-            return attend(call)
-        _, k_txt, v_txt = entry
         routed = [r for role in self.roles for r in rows.get(role, [])]
         if not routed:
             return attend(call)
+        entry = self.cache.get(call.block)
+        if entry is None or entry[0] != call.sigma:   # no side rows at this step (outside the window), or not yet
+            self.missed = self.missed or self.expected
+            return attend(call)
+        _, k_txt, v_txt = entry
         if call.mask is not None:
             raise ValueError("Sleight · Route prompt: this model passes an attention mask in joint attention; "
                              "routing its text keys is not supported on it yet.")
@@ -81,11 +83,20 @@ def install_dit(model, conditioning, blocks, window: schedule.Window, roles=("co
     """Route `conditioning`'s text K/V into `blocks` of a DiT clone `model` (owned by the caller)."""
     effect = TextKVSwap(blocks, window, roles)
 
-    def before_predict(guider, x, timestep, model_options):
+    def wanted(guider, timestep):
         effect.cache.clear()
-        if trajectory.in_window(guider, window, timestep) and not _same_prompt(conditioning, guider, roles):
-            trajectory.run_side(guider, ROUTE_KEY, x, timestep, model_options)
+        effect.expected = (trajectory.in_window(guider, window, timestep)
+                           and not _same_prompt(conditioning, guider, roles))
+        return effect.expected
+
+    def missed():
+        was, effect.missed = effect.missed, False
+        return was
+
+    def cleanup():
+        effect.cache.clear()
+        effect.expected = effect.missed = False
 
     router.install(model, effect, who)
-    trajectory.add_side_conditioning(model, ROUTE_KEY, conditioning, before_predict, effect.cache.clear)
+    trajectory.add_batched_side(model, ROUTE_KEY, conditioning, wanted, missed, cleanup)
     return effect

@@ -41,6 +41,50 @@ def add_side_conditioning(model, key: str, conditioning, before_predict=None, af
         model.add_wrapper_with_key(kind, key, fn)
 
 
+def add_batched_side(model, key: str, conditioning, wanted, missed, after_run=None):
+    """Like add_side_conditioning, but the side rows join the main rows' model forward instead of a forward of
+    their own: at each prediction where `wanted(guider, timestep)`, guider conds[key] is appended (last) to the
+    first calc_cond_batch call and its output dropped. ComfyUI batches same-shaped conds into one forward, so
+    the side costs extra rows, not an extra forward; appended last, it keeps cond_or_uncond's 0/1 meaning and
+    runs in the first forward if ComfyUI splits the batch for memory (it batches from the end of the list).
+
+    Exact in every case, through two fallbacks: `missed()` (which also resets it) says main rows ran without the
+    side's data in this calc_cond_batch (a split that put them first): they are evaluated again; and if nothing
+    consumed the side (a custom sampler_calc_cond_batch_function that bypasses calc_cond_batch), the side runs
+    alone and the prediction is redone."""
+    pending = []
+
+    def cleanup():
+        pending.clear()
+        if after_run is not None:
+            after_run()
+
+    add_side_conditioning(model, key, conditioning, after_run=cleanup)
+
+    def predict_noise(executor, x, timestep, model_options={}, seed=None):
+        guider = executor.class_obj
+        pending[:] = [guider.conds[key]] if wanted(guider, timestep) else []
+        out = executor(x, timestep, model_options, seed)
+        if pending:
+            run_side(guider, key, x, timestep, model_options)
+            pending.clear()
+            missed()
+            out = executor(x, timestep, model_options, seed)
+        return out
+
+    def calc_cond_batch(executor, model_, conds, x_in, timestep, model_options):
+        if not pending:
+            return executor(model_, conds, x_in, timestep, model_options)
+        out = executor(model_, list(conds) + [pending.pop()], x_in, timestep, model_options)[:len(conds)]
+        if missed():
+            out = executor(model_, conds, x_in, timestep, model_options)
+        return out
+
+    for kind, fn in ((pe.WrappersMP.PREDICT_NOISE, predict_noise), (pe.WrappersMP.CALC_COND_BATCH, calc_cond_batch)):
+        model.remove_wrappers_with_key(kind, key)
+        model.add_wrapper_with_key(kind, key, fn)
+
+
 def run_side(guider, key: str, x, timestep, model_options):
     """One model evaluation of the side conditioning at this step (its x0 prediction is returned)."""
     return comfy.samplers.calc_cond_batch(guider.inner_model, [guider.conds[key]], x, timestep, model_options)[0]

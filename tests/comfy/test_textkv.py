@@ -47,20 +47,15 @@ def test_only_chosen_blocks_and_rows_get_the_routed_text(name):
     probe = Probe()                      # order 90: sees each call after the swap
     router.install(m, probe)
     sample(m, encode(clip, MAIN), encode(clip, NEG), cfg=3.0, steps=2)
-    side_k, seen = {}, []
-    for c in probe.ran:
-        if c.kind != "joint":
-            continue
-        rows = c.rows
-        if textkv.ROUTE_KEY in rows:
-            side_k[(c.sigma, c.block)] = c.k[rows[textkv.ROUTE_KEY]][:, :, c.txt]
-        elif (c.sigma, c.block) in side_k:
-            seen.append(c)
-    assert seen, "no main-pass calls observed"
+    joint = [c for c in probe.ran if c.kind == "joint"]
+    side_k = {(c.sigma, c.block): c.k[c.rows[textkv.ROUTE_KEY]][:, :, c.txt]
+              for c in joint if textkv.ROUTE_KEY in c.rows}
+    seen = [c for c in joint if (c.sigma, c.block) in side_k and set(c.rows) - {textkv.ROUTE_KEY}]
+    assert {"cond", "uncond"} <= {role for c in seen for role in c.rows}, "main rows not observed"
     for c in seen:
         routed = side_k[(c.sigma, c.block)]
         for role, idx in c.rows.items():
-            if idx and c.k.shape[2] - routed.shape[2] == c.img.stop - c.img.start:
+            if role != textkv.ROUTE_KEY and idx and c.k.shape[2] - routed.shape[2] == c.img.stop - c.img.start:
                 got = c.k[idx][:, :, : routed.shape[2]]
                 if c.block == chosen and role == "cond":
                     assert torch.equal(got, routed.to(got)), (c.block, role)
@@ -106,3 +101,34 @@ def test_routed_prompt_of_another_length_on_flux():
     m = routed_model(model, clip, {"double.0"}, routed=long)
     out = sample(m, pos, neg, cfg=3.0)
     assert torch.isfinite(out).all() and not torch.equal(out, sample(model, pos, neg, cfg=3.0))
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux_dev"])
+def test_side_rows_join_the_main_forward(name):
+    """One model forward per step carries cond, uncond and the routed side rows (no separate side pass)."""
+    model, clip, _ = load(name)
+    m = routed_model(model, clip, {"joint.0" if name == "sd3" else "double.0"})
+    probe = Probe()
+    router.install(m, probe)
+    sample(m, encode(clip, MAIN), encode(clip, NEG), cfg=3.0, steps=2)
+    forwards = probe.forwards()
+    assert len(forwards) == 2
+    assert all({"cond", "uncond", textkv.ROUTE_KEY} <= set(f[0].rows) for f in forwards)
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux_dev"])
+def test_side_pass_alone_when_calc_cond_batch_is_bypassed(name):
+    """A custom sampler_calc_cond_batch_function that never calls calc_cond_batch: the side runs alone first and
+    the prediction is redone, so routing still happens and matches the batched result."""
+    import comfy.samplers
+
+    model, clip, _ = load(name)
+    pos, neg = encode(clip, MAIN), encode(clip, NEG)
+    blocks = {"joint.0" if name == "sd3" else "double.0"}
+    batched = sample(routed_model(model, clip, blocks), pos, neg, cfg=3.0)
+    m = routed_model(model, clip, blocks)
+    m.model_options["sampler_calc_cond_batch_function"] = lambda a: comfy.samplers._calc_cond_batch(
+        a["model"], a["conds"], a["input"], a["sigma"], a["model_options"])
+    alone = sample(m, pos, neg, cfg=3.0)
+    assert not torch.equal(alone, sample(model, pos, neg, cfg=3.0))
+    assert torch.allclose(alone, batched, atol=1e-4, rtol=1e-4), (alone - batched).abs().max()
