@@ -1,7 +1,7 @@
 # Sleight: `make demo` (the main job) and `make test` set everything up on a fresh machine.
 PY := .venv/bin/python
 
-.PHONY: setup models demo test bench unit clean
+.PHONY: setup models demo test bench effects unit clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,9 @@ unit: setup
 
 bench: models
 	@$(PY) scripts/bench.py
+
+effects: models
+	@$(PY) scripts/effects.py
 
 clean:
 	rm -rf output build/models
