@@ -67,6 +67,90 @@ def patched(kind, model, clip):
     return m
 
 
+INPAINT_KINDS = ("painta", "rasg", "painta-mem")
+
+
+def hdpainter(kind, name, model, clip, size):
+    """(baseline model, patched model, baseline sampler, patched sampler, positive) for HD-Painter kinds: latent-mask
+    inpainting of a centred square hole; PAIntA at the paper levels (all layers on the one-level tiny SD1.5)."""
+    import comfy.samplers
+    from sleight.attention_patches import painta
+    from sleight.nodes.inpaint import SleightPAIntA
+    from sleight.samplers import rasg
+
+    mask = torch.zeros(1, size, size)
+    mask[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
+    layers = painta.CUSTOM if name.startswith("sd15") else painta.AUTO
+    m, pos = SleightPAIntA.execute(model, clip, "a red hat", mask, "", 0.5 if kind != "rasg" else 0.0, layers, "*").result
+    euler = comfy.samplers.sampler_object("euler")
+    if kind == "rasg":       # the plain sampler it replaces: DDIM-eta is euler_ancestral; compare with plain euler
+        return model, m, euler, rasg.ksampler(eta=0.1), pos, mask
+    return model, m, euler, euler, pos, mask
+
+
+def timed_inpaint(model, sampler, pos, neg, mask, size, steps, cfg):
+    import comfy.sample
+    import comfy.samplers
+
+    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, size // 8, size // 8]))
+    noise = comfy.sample.prepare_noise(latent, 0)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps).cpu()
+    t0 = time.perf_counter()
+    comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, pos, neg, latent, noise_mask=mask,
+                               disable_pbar=True, seed=0)
+    return time.perf_counter() - t0
+
+
+def peak_bytes(fn):
+    """Peak bytes held by malloc (glibc mallinfo2: arena + mmapped) while fn runs, sampled every 0.2 ms by a thread.
+    torch's CPU tensors come from malloc, so this sees them; tracemalloc does not (it tracks Python objects only)."""
+    import ctypes
+    import threading
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                    "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    now = lambda: (lambda i: i.uordblks + i.hblkhd)(libc.mallinfo2())   # noqa: E731
+    start, peak, done = now(), [0], [False]
+
+    def watch():
+        while not done[0]:
+            peak[0] = max(peak[0], now())
+            time.sleep(0.0002)
+
+    th = threading.Thread(target=watch)
+    th.start()
+    try:
+        fn()
+    finally:
+        done[0] = True
+        th.join()
+    return max(peak[0], now()) - start
+
+
+def measure_inpaint(name, kind, size, steps, repeats, cfg=5.0):
+    model, clip, _ = tiny_models.load(name)
+    base_m, trick_m, base_s, trick_s, pos, mask = hdpainter(kind, name, model, clip, size)
+    neg = tiny_models.encode(clip, "")
+    run_b = lambda: timed_inpaint(base_m, base_s, pos, neg, mask, size, steps, cfg)    # noqa: E731
+    run_t = lambda: timed_inpaint(trick_m, trick_s, pos, neg, mask, size, steps, cfg)  # noqa: E731
+    run_b(), run_t()                                                                     # warm-up
+    base, trick = [], []
+    for i in range(repeats):
+        pair = [(base, run_b), (trick, run_t)]
+        for out, fn in (pair if i % 2 == 0 else pair[::-1]):
+            out.append(peak_bytes(fn) if kind == "painta-mem" else fn())
+    row = {"model": name, "patch": kind, "size": size, "steps": steps, "repeats": repeats,
+           "baseline_s": min(base), "patched_s": min(trick), "ratio": min(trick) / min(base),
+           "median_ratio": statistics.median(trick) / statistics.median(base)}
+    if kind == "painta-mem":     # bytes, not seconds: report the peaks in MiB through the same columns
+        row.update(patch="painta peak MiB (not s)", baseline_s=min(base) / 2**20, patched_s=min(trick) / 2**20)
+    return row
+
+
 def timed(model, clip, size, steps, cfg):
     pos, neg = tiny_models.encode(clip, MAIN), tiny_models.encode(clip, "")
     t0 = time.perf_counter()
@@ -89,7 +173,8 @@ def measure(name, kind, size, steps, repeats, cfg=5.0):
 
 
 DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", "router-pass:sdxl",
-                "r2f:sd15", "r2f:sdxl", "route-unet:sdxl_layout", "route-dit:sd3", "route-dit:flux_dev:4"]
+                "r2f:sd15", "r2f:sdxl", "route-unet:sdxl_layout", "route-dit:sd3", "route-dit:flux_dev:4",
+                "painta:sd15_inpaint", "painta:sdxl", "painta-mem:sd15_inpaint", "rasg:sd15_inpaint", "rasg:sdxl"]
 
 
 def table(rows):
@@ -122,7 +207,8 @@ def main():
     torch.set_grad_enabled(False)
     rows = []
     for kind, name, steps in runs:
-        rows.append(measure(name, kind, a.size, int(steps), a.repeats))
+        fn = measure_inpaint if kind in INPAINT_KINDS else measure
+        rows.append(fn(name, kind, a.size, int(steps), a.repeats))
         print(f"{kind:>12} on {name}: {rows[-1]['ratio']:.3f}×", flush=True)
     text = table(rows) + f"\n\n_{torch.__version__}, {torch.get_num_threads()} threads, CPU; command: `make bench`_"
     print(text)

@@ -94,7 +94,45 @@ def spec_rare_to_frequent():
                     "Paste what the paper's LLM prompt answers into Sleight · R2F prompt, or write frequent BREAK rare."}
 
 
-SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
+def spec_hdpainter():
+    """Latent-mask inpainting on SDXL: plain KSampler against PAIntA + the RASG sampler (SamplerCustom)."""
+    prompt = "a red vintage car"
+    nodes = [
+        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SDXL)", {"ckpt_name": SDXL["name"]}, 0, 1),
+        ("img", "LoadImage", "Image + hole (paint the mask in the mask editor)", {}, 1, 0),
+        ("neg", "CLIPTextEncode", "Negative prompt", {"text": "blurry, low quality, deformed"}, 1, 1),
+        ("enc", "VAEEncode", "VAE Encode", {}, 1, 2),
+        ("lmask", "SetLatentNoiseMask", "Set Latent Noise Mask", {}, 2, 2),
+        ("painta", "SleightPAIntA", "Sleight · PAIntA", {"text": prompt}, 2, 0),
+        ("rasg", "SleightRASG", "Sleight · RASG sampler", {"eta": 0.1}, 2, 1),
+        ("sched", "BasicScheduler", "Scheduler (50 steps)", {"scheduler": "ddim_uniform", "steps": 50, "denoise": 1.0}, 3, 1),
+        ("k0", "KSampler", "KSampler · baseline", {**KS, "steps": 50, "cfg": 7.5, "sampler_name": "ddim",
+                                                   "scheduler": "ddim_uniform"}, 3, 0),
+        ("k1", "SamplerCustom", "SamplerCustom · PAIntA + RASG", {"noise_seed": KS["seed"], "cfg": 7.5}, 3, 2),
+        ("d0", "VAEDecode", "VAE Decode · baseline", {}, 4, 0),
+        ("d1", "VAEDecode", "VAE Decode · HD-Painter", {}, 4, 1),
+        ("s0", "SaveImage", "Save · baseline", {"filename_prefix": "sleight-hdpainter/baseline"}, 5, 0),
+        ("s1", "SaveImage", "Save · HD-Painter", {"filename_prefix": "sleight-hdpainter/hdpainter"}, 5, 1),
+    ]
+    links = [("ckpt", 1, "neg", "clip"), ("img", 0, "enc", "pixels"), ("ckpt", 2, "enc", "vae"),
+             ("enc", 0, "lmask", "samples"), ("img", 1, "lmask", "mask"),
+             ("ckpt", 0, "painta", "model"), ("ckpt", 1, "painta", "clip"), ("img", 1, "painta", "mask"),
+             ("ckpt", 0, "k0", "model"), ("painta", 1, "k0", "positive"), ("neg", 0, "k0", "negative"),
+             ("lmask", 0, "k0", "latent_image"),
+             ("painta", 0, "sched", "model"), ("painta", 0, "k1", "model"), ("painta", 1, "k1", "positive"),
+             ("neg", 0, "k1", "negative"), ("rasg", 0, "k1", "sampler"), ("sched", 0, "k1", "sigmas"),
+             ("lmask", 0, "k1", "latent_image"),
+             ("k0", 0, "d0", "samples"), ("k1", 0, "d1", "samples"), ("ckpt", 2, "d0", "vae"), ("ckpt", 2, "d1", "vae"),
+             ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links,
+            "note": "HD-Painter (Manukyan et al., ICLR 2025) for inpainting.\nLoad an image and paint the hole with "
+                    "the mask editor. Top: plain DDIM, which tends to continue the surroundings into the hole. "
+                    "Bottom: Sleight · PAIntA (the hole attends less to known pixels the prompt does not mention) "
+                    "and the RASG sampler (DDIM eta 0.1 whose noise is the gradient pulling the prompt's attention "
+                    "into the hole).\nSame seed; the prompt is typed once, in PAIntA."}
+
+
+SPECS = {"sleight-hdpainter": spec_hdpainter, "sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
          "sleight-rare-to-frequent": spec_rare_to_frequent}
 
 BUILD_JS = r"""(spec) => {

@@ -1,0 +1,179 @@
+"""HD-Painter RASG: reweighting attention score guidance (Manukyan et al., ICLR 2025; techniques.md §5).
+
+DDIM with η whose random noise is replaced by the normalised gradient of the attention score
+    S(x_t) = − Σ_{l∈T} BCE_with_logits(A_l − 1, M)
+A_l: cross-attention *logits* of prompt token l at the 16×16-equivalent level (1/4 of the latent size; the
+conditional rows, mean over heads and layers), M: the hole at that grid. Step (official `src/methods/rasg.py`):
+    x_{t−1} = √ᾱ_{t−1} x̂0 + √(1 − ᾱ_{t−1} − (ησ_t)²) ε̂ + ησ_t · g / std(g),   g = ∇_{x_t} S
+In ComfyUI's sigma space this step is exactly `sample_euler_ancestral` with that η (σ_up is DDIM's ησ_t / √ᾱ_{t−1}),
+so we run ComfyUI's own loop and hand it g/std(g) as the noise; on flow models (SD3, Flux) its rectified-flow
+ancestral variant is the DDIM-η analogue. SD3: A_l from the image-query → text-key logits of every joint block
+(all at one resolution). Flux is refused: its ComfyUI blocks add residuals in place, so autograd cannot run.
+"""
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..attention_patches import arch as arch_mod
+from ..attention_patches import painta, router
+
+WHO = "Sleight · RASG"
+PAPER_FACTOR = 4     # res16 at 512 px: latent 64 / 4
+
+
+class ScoreRecorder:
+    """Router effect: keeps the cond rows' image→prompt-token logits of the chosen layers while `on`."""
+
+    order = 35   # after routing / extended attention / key masks, before PAIntA splits the queries (40)
+
+    def __init__(self, target, arch, factor=None):
+        self.target = target
+        self.arch = arch
+        self.factor = factor
+        self.on = False
+        self.logits = []        # (grid, A (Bc, L, |T|)) per layer, mean over heads
+
+    def applies(self, call):
+        if not self.on or "cond" not in call.rows:
+            return False
+        if self.arch.name == "unet":
+            if call.kind != "cross":
+                return False
+            return max(1, round(call.forward.latent_hw[0] / call.grid[0])) == self.factor
+        return call.kind == "joint"
+
+    def run(self, call, attend):
+        cond = call.rows["cond"]
+        tokens = list(self.target.tokens)
+        q = call.q[cond][:, :, call.img]
+        k = call.k[cond][:, :, call.txt][:, :, tokens]
+        a = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5     # (Bc, H, L, |T|)
+        self.logits.append((tuple(call.grid), a.mean(dim=1)))
+        return attend(call)
+
+    def objective(self):
+        """S = −Σ_l BCE_with_logits(A_l − 1, M) (mean over pixels), A averaged over the recorded layers."""
+        if not self.logits:
+            return None
+        grid = self.logits[0][0]
+        a = torch.stack([t for g, t in self.logits if g == grid]).mean(dim=0)   # (Bc, L, |T|)
+        m = self.target.hole(grid, a.device).float()[None, :, None].expand_as(a)
+        per_token = F.binary_cross_entropy_with_logits(a - 1.0, m, reduction="none").mean(dim=1)   # (Bc, |T|)
+        return -per_token.sum()
+
+
+def unet_factor(model_patcher_or_base, latent_hw) -> int:
+    """The cross-attention level closest to 1/4 of the latent size (the paper's 16×16 at 512 px)."""
+    layers = arch_mod.list_layers(model_patcher_or_base, latent_hw[1] * 8, latent_hw[0] * 8)
+    factors = sorted({max(1, round(latent_hw[0] / layer.grid[0])) for layer in layers if layer.kind == "cross"})
+    if not factors:
+        raise ValueError(f"{WHO}: this model has no cross-attention layers.")
+    return min(factors, key=lambda f: (abs(math.log2(f) - math.log2(PAPER_FACTOR)), -f))
+
+
+def normalised(g: torch.Tensor) -> torch.Tensor:
+    """g / std(g) per image; an all-zero gradient stays zero (then the step is DDIM-η with zero noise)."""
+    dims = tuple(range(1, g.ndim))
+    std = g.float().std(dim=dims, keepdim=True) if g[0].numel() > 1 else torch.zeros_like(g)
+    return torch.where(std > 0, g / std.clamp_min(1e-30).to(g.dtype), torch.zeros_like(g))
+
+
+@contextlib.contextmanager
+def _trainable_weights(module):
+    """Weights created under inference_mode (the server loads models there) cannot be saved for backward:
+    swap them for ordinary clones while RASG runs, and put the originals back afterwards."""
+    swapped = []
+    with torch.inference_mode(False):
+        for mod in module.modules():
+            for name, p in list(mod._parameters.items()):
+                if p is not None and p.is_inference():
+                    swapped.append((mod, name, p))
+                    mod._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+    try:
+        yield
+    finally:
+        for mod, name, p in swapped:
+            mod._parameters[name] = p
+
+
+class _GradModel:
+    """The sampler's model, evaluated with gradients; the normalised ∇S of the last call is kept as `noise`."""
+
+    def __init__(self, model, recorder):
+        self.model = model
+        self.inner_model = model.inner_model
+        self.recorder = recorder
+        self.noise = None
+
+    def __call__(self, x, sigma, **kwargs):
+        import comfy.model_management
+
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        with torch.inference_mode(False), torch.enable_grad():
+            xg = x.detach().clone().requires_grad_(True)
+            self.recorder.logits.clear()
+            self.recorder.on = True
+            try:
+                denoised = self.model(xg, sigma, **kwargs)
+                score = self.recorder.objective()
+            finally:
+                self.recorder.on = False
+            if score is not None and score.requires_grad:
+                g = torch.autograd.grad(score, xg)[0]
+            else:
+                g = torch.zeros_like(xg)
+            self.recorder.logits.clear()
+        self.noise = normalised(g.detach()).to(x)
+        return denoised.detach()
+
+
+def _install_recorder(model_options, recorder, base):
+    """Route this run's attention through a router holding the recorder (the run's model_options are a copy)."""
+    import comfy.patcher_extension as pe
+
+    to = model_options.setdefault("transformer_options", {})
+    existing = to.get("optimized_attention_override")
+    r = getattr(existing, "sleight_router", None) or router.Router((), existing)
+    to["optimized_attention_override"] = router._make_override(r.with_effect(recorder))
+    to.setdefault(router.ARCH_KEY, recorder.arch)
+    wrappers = to.setdefault("wrappers", {})
+    wrappers[pe.WrappersMP.APPLY_MODEL] = dict(wrappers.get(pe.WrappersMP.APPLY_MODEL, {}))
+    wrappers[pe.WrappersMP.APPLY_MODEL].setdefault(router.KEY, [router.apply_model_wrapper])
+
+
+def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.1, objective_scale=1.0):
+    """KSAMPLER function: ComfyUI's DDIM-η (euler_ancestral) loop with ∇S/std(∇S) as its noise."""
+    from comfy.k_diffusion import sampling as kd
+
+    extra_args = {} if extra_args is None else extra_args
+    model_options = extra_args.setdefault("model_options", {})
+    to = model_options.setdefault("transformer_options", {})
+    target = to.get(painta.TARGET_KEY)
+    if target is None:
+        raise ValueError(f"{WHO}: the model carries no hole mask and prompt. Connect the model through "
+                         "Sleight · PAIntA (set its end_percent to 0 for RASG alone).")
+    guider = model.inner_model
+    base = guider.inner_model
+    a = arch_mod.detect(base, WHO)
+    if a.name == "flux":
+        raise ValueError(f"{WHO}: Flux is not supported: ComfyUI's Flux blocks update their activations in place, "
+                         "which makes backpropagation through the model impossible. Use Sleight · PAIntA with any "
+                         "sampler on Flux, or RASG on SD1.5 / SDXL / SD3.")
+    factor = unet_factor(base, tuple(x.shape[-2:])) if a.name == "unet" else None
+    recorder = ScoreRecorder(target, a, factor)
+    if objective_scale == 0.0:
+        recorder.objective = lambda: None       # tests: zero objective
+    _install_recorder(model_options, recorder, base)
+    to.setdefault(router.ROLES_KEY, getattr(guider, "conds", {}))
+    gm = _GradModel(model, recorder)
+    with _trainable_weights(base.diffusion_model):
+        return kd.sample_euler_ancestral(gm, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
+                                         eta=eta, s_noise=1.0, noise_sampler=lambda s, sn: gm.noise)
+
+
+def ksampler(eta=0.1, objective_scale=1.0):
+    import comfy.samplers
+
+    return comfy.samplers.KSAMPLER(sample_rasg, extra_options={"eta": eta, "objective_scale": objective_scale})

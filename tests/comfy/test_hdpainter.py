@@ -1,0 +1,168 @@
+"""HD-Painter on real ComfyUI: PAIntA (efficient == materialised formula, c ≡ 1 == baseline), RASG (zero objective ==
+ComfyUI's DDIM-η with zero noise), every architecture, clear errors, and no leaks."""
+import pytest
+import torch
+
+from sleight.attention_patches import painta
+from sleight.nodes.inpaint import SleightPAIntA, SleightRASG
+from sleight.samplers import rasg
+from tinyrun import encode, load
+
+SIZE = 64
+PROMPT = "a red hat"
+
+
+def hole_mask(size=SIZE, h=None):
+    m = torch.zeros(1, h or size, size)
+    m[:, (h or size) // 4: 3 * (h or size) // 4, size // 4: 3 * size // 4] = 1.0
+    return m
+
+
+def patched(name, text=PROMPT, mask=None, layers=None, end_percent=0.5):
+    model, clip, _ = load(name)
+    # the tiny SD1.5 UNets have a single level (latent size): no 1/2 or 1/4 layers, so list them
+    layers = layers or ("*" if name.startswith("sd15") else None)
+    m, pos = SleightPAIntA.execute(model, clip, text, hole_mask() if mask is None else mask, "", end_percent,
+                                   painta.CUSTOM if layers else painta.AUTO, layers or "*").result
+    return model, clip, m, pos
+
+
+def run(model, pos, neg, sampler=None, steps=3, cfg=3.0, noise_mask=True, seed=3):
+    import comfy.sample
+    import comfy.samplers
+
+    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, SIZE // 8, SIZE // 8]))
+    latent = latent + 0.1 * torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
+    noise = comfy.sample.prepare_noise(latent, seed)
+    mask = hole_mask() if noise_mask else None
+    ms = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(ms, "normal", steps).cpu()
+    sampler = sampler or comfy.samplers.sampler_object("euler")
+    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, pos, neg, latent, noise_mask=mask,
+                                      disable_pbar=True, seed=seed)
+
+
+# ------------------------------------------------------------------ the math on random tensors
+
+def test_efficient_painta_equals_the_materialised_formula():
+    g = torch.Generator().manual_seed(0)
+    b, h, n, d = 2, 3, 36, 8
+    q, k, v = (torch.randn(b, h, n, d, generator=g) for _ in range(3))
+    hole = torch.rand(n, generator=g) > 0.6
+    c = torch.rand(b, n, generator=g)
+    c[:, :5] = 0.0
+    ref = painta.reference_painta(q, k, v, hole, c)
+    torch.testing.assert_close(painta.efficient_painta(q, k, v, hole, c), ref, rtol=1e-5, atol=1e-5)
+    # non-hole queries are exactly the plain attention; hole queries change
+    plain = painta.sdpa(q, k, v)
+    torch.testing.assert_close(ref[:, :, ~hole], plain[:, :, ~hole], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ref[:, :, hole], plain[:, :, hole], atol=1e-3)
+
+
+def test_relevance_follows_the_official_normalisation():
+    s = torch.rand(1, 16, generator=torch.Generator().manual_seed(1))
+    c = painta.relevance(s, (4, 4))
+    sm = torch.nn.functional.conv2d(s.reshape(1, 1, 4, 4), painta.gaussian_3x3()[None, None], padding=1).flatten()
+    assert torch.allclose(c[0], ((sm - sm.median()) / sm.max()).clamp(0, 1))
+    assert painta.gaussian_3x3()[1, 1] == painta.gaussian_3x3().max() and abs(float(painta.gaussian_3x3().sum()) - 1) < 1e-6
+
+
+def test_prompt_tokens_are_the_bare_prompt_and_the_full_end_token():
+    from sleight.attention_patches import arch
+
+    model, clip, _ = load("sd15")
+    a = arch.detect(model)
+    # "a red hat" -> positions 1..3; with a suffix the end token moves behind it (official token_idx)
+    assert painta.prompt_tokens(clip, PROMPT, "", a, 77, "t") == (1, 2, 3, 4)
+    full = painta.prompt_tokens(clip, PROMPT, "high quality", a, 77, "t")
+    assert full[:3] == (1, 2, 3) and full[3] > 4 and len(full) == 4
+
+
+# ------------------------------------------------------------------ PAIntA on real models
+
+@pytest.mark.parametrize("name", ["sd15_inpaint", "sd3"])
+def test_c_one_is_bit_identical_to_baseline(name):
+    model, clip, m, pos = patched(name)
+    neg = encode(clip, "")
+    effect = next(e for e in m.model_options["transformer_options"]["optimized_attention_override"].sleight_router.effects
+                  if isinstance(e, painta.PAIntA))
+    effect.relevance = lambda s, grid: torch.ones_like(s, dtype=torch.float32)
+    assert torch.equal(run(m, pos, neg), run(model, pos, neg))
+
+
+@pytest.mark.parametrize("name", ["sd15_inpaint", "sdxl", "sd3", "flux_dev"])
+def test_painta_and_rasg_run_on_every_architecture_and_never_leak(name):
+    model, clip, m, pos = patched(name)
+    neg = encode(clip, "")
+    inpaint = name == "sd15_inpaint"
+    before = repr(model.model_options)
+    base = run(model, pos, neg, noise_mask=not inpaint)
+    out = run(m, pos, neg, noise_mask=not inpaint)
+    assert torch.isfinite(out).all() and not torch.equal(out, base)
+    if name == "flux_dev":
+        with pytest.raises(ValueError, match="RASG: Flux is not supported"):
+            run(m, pos, neg, sampler=SleightRASG.execute(0.1).result[0])
+    else:
+        guided = run(m, pos, neg, sampler=SleightRASG.execute(0.1).result[0], noise_mask=not inpaint)
+        assert torch.isfinite(guided).all() and not torch.equal(guided, out)
+    assert repr(model.model_options) == before
+    assert torch.equal(run(model, pos, neg, noise_mask=not inpaint), base)
+    effect = next(e for e in m.model_options["transformer_options"]["optimized_attention_override"].sleight_router.effects
+                  if isinstance(e, painta.PAIntA))
+    assert not effect.pending and not effect.y_plain
+
+
+def test_painta_window_keeps_late_steps_plain():
+    """end_percent = 0: no reweighting anywhere, exactly the plain model."""
+    model, clip, m, pos = patched("sd15_inpaint", end_percent=0.0)
+    neg = encode(clip, "")
+    assert torch.equal(run(m, pos, neg), run(model, pos, neg))
+
+
+# ------------------------------------------------------------------ RASG
+
+@pytest.mark.parametrize("name", ["sd15_inpaint", "sd3"])
+def test_rasg_with_zero_objective_is_comfyui_ddim_eta_with_zero_noise(name):
+    import comfy.samplers
+    from comfy.k_diffusion import sampling as kd
+
+    model, clip, m, pos = patched(name, end_percent=0.0)
+    neg = encode(clip, "")
+    zero = comfy.samplers.KSAMPLER(rasg.sample_rasg, extra_options={"eta": 0.3, "objective_scale": 0.0})
+    ddim = comfy.samplers.KSAMPLER(kd.sample_euler_ancestral, extra_options={
+        "eta": 0.3, "noise_sampler": lambda s, sn: torch.zeros(1, m.model.latent_format.latent_channels, SIZE // 8, SIZE // 8)})
+    assert torch.equal(run(m, pos, neg, sampler=zero, steps=4), run(m, pos, neg, sampler=ddim, steps=4))
+    guided = run(m, pos, neg, sampler=rasg.ksampler(eta=0.3), steps=4)
+    assert not torch.allclose(guided, run(m, pos, neg, sampler=ddim, steps=4), atol=1e-4)
+
+
+def test_rasg_objective_gradient_points_into_the_hole():
+    """S rises when the prompt's logits rise inside the hole: d(−BCE(A−1, M))/dA > 0 in the hole, < 0 outside."""
+    target = painta.InpaintTarget(hole_mask()[0], (1, 2), 77)
+    rec = rasg.ScoreRecorder(target, None)
+    a = torch.zeros(1, 16, 2, requires_grad=True)
+    rec.logits.append(((4, 4), a))
+    (g,) = torch.autograd.grad(rec.objective(), a)
+    hole = target.hole((4, 4), "cpu")
+    assert (g[0, hole] > 0).all() and (g[0, ~hole] < 0).all()
+
+
+# ------------------------------------------------------------------ errors
+
+def test_bad_inputs_give_clear_errors():
+    model, clip, _ = load("sd15")
+    neg = encode(clip, "")
+    with pytest.raises(ValueError, match="PAIntA.*no tokens"):
+        patched("sd15", text="")
+    with pytest.raises(ValueError, match="PAIntA.*no hole"):
+        patched("sd15", mask=torch.zeros(1, SIZE, SIZE))
+    _, _, m, pos = patched("sd15", mask=hole_mask(h=SIZE // 2))
+    with pytest.raises(ValueError, match="PAIntA.*mask is 64×32"):
+        run(m, pos, neg)
+    _, _, m, pos = patched("sd15")
+    with pytest.raises(ValueError, match="PAIntA.*not an inpainting model.*Set Latent Noise Mask"):
+        run(m, pos, neg, noise_mask=False)
+    with pytest.raises(ValueError, match="RASG.*Sleight · PAIntA"):
+        run(model, neg, neg, sampler=SleightRASG.execute(0.1).result[0])
+    with pytest.raises(ValueError, match="PAIntA.*no self-attention at 1/2 or 1/4"):
+        SleightPAIntA.execute(model, clip, PROMPT, hole_mask(), "", 0.5, painta.AUTO, "*")
