@@ -113,6 +113,9 @@ class _GradModel:
         comfy.model_management.throw_exception_if_processing_interrupted()
         with torch.inference_mode(False), torch.enable_grad():
             xg = x.detach().clone().requires_grad_(True)
+            # the server samples under inference_mode: its tensors (e.g. the inpainting denoise_mask that
+            # multiplies x) cannot be saved for backward, ordinary clones can
+            kwargs = {k: v.clone() if torch.is_tensor(v) and v.is_inference() else v for k, v in kwargs.items()}
             self.recorder.logits.clear()
             self.recorder.on = True
             try:

@@ -166,3 +166,18 @@ def test_bad_inputs_give_clear_errors():
         run(model, neg, neg, sampler=SleightRASG.execute(0.1).result[0])
     with pytest.raises(ValueError, match="PAIntA.*no self-attention at 1/2 or 1/4"):
         SleightPAIntA.execute(model, clip, PROMPT, hole_mask(), "", 0.5, painta.AUTO, "*")
+
+
+def test_rasg_runs_under_inference_mode_as_the_server_samples():
+    """ComfyUI's server loads models and runs every node under torch.inference_mode(): RASG's gradient must still
+    flow (weights and inference tensors such as the inpainting denoise mask are cloned), and give the same result."""
+    import tiny_models
+
+    model, clip, m, pos = patched("sd15_inpaint")
+    neg = encode(clip, "")
+    expected = run(m, pos, neg, sampler=rasg.ksampler(eta=0.1), steps=3)
+    with torch.inference_mode():
+        model_i, clip_i, _ = tiny_models.load("sd15_inpaint")
+        m_i, pos_i = SleightPAIntA.execute(model_i, clip_i, PROMPT, hole_mask(), "", 0.5, painta.CUSTOM, "*").result
+        got = run(m_i, pos_i, tiny_models.encode(clip_i, ""), sampler=rasg.ksampler(eta=0.1), steps=3)
+    assert torch.equal(got, expected)
