@@ -157,7 +157,7 @@ def free_port():
 
 class ComfyServer:
     """`python main.py --cpu` in build/ComfyUI on a free loopback port, tiny models via extra_model_paths.yaml.
-    Output, temp and user directories (and the log, unless log_path is given) live in a temporary folder
+    Input (the example image), output, temp and user directories (and the log, unless log_path is given) live in a temporary folder
     that stop() removes. Use as a context manager: the server is always terminated."""
 
     def __init__(self, log_path=None, models_dir=None, output_dir=None, port=None, ready_timeout=180,
@@ -170,6 +170,7 @@ class ComfyServer:
         self.proc = self._tmp = self._log = self.startup_s = None
 
     def start(self):
+        import example_inputs
         import tiny_models  # writes the yaml a user's install would use; custom_nodes comes from the symlink
 
         try:
@@ -178,10 +179,12 @@ class ComfyServer:
             self.log_path = self.log_path or self._tmp / "server.log"
             for d in (self.output_dir, self._tmp / "user", self.log_path.parent):
                 d.mkdir(parents=True, exist_ok=True)
+            example_inputs.write(self._tmp / "input")
             yaml = tiny_models.write_extra_model_paths(self._tmp / "extra_model_paths.yaml", self.models_dir)
             cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
                    "--use-pytorch-cross-attention", "--disable-auto-launch", "--extra-model-paths-config", str(yaml),
                    "--output-directory", str(self.output_dir), "--temp-directory", str(self._tmp),
+                   "--input-directory", str(self._tmp / "input"),
                    "--user-directory", str(self._tmp / "user"), "--database-url", "sqlite:///:memory:",
                    *self.extra_args]
             env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_env  # noqa: E402
+import example_inputs  # noqa: E402
 import thumbnails  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
 
@@ -99,7 +100,7 @@ def spec_hdpainter():
     prompt = "a red vintage car"
     nodes = [
         ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SDXL)", {"ckpt_name": SDXL["name"]}, 0, 1),
-        ("img", "LoadImage", "Image + hole (paint the mask in the mask editor)", {}, 1, 0),
+        ("img", "LoadImage", "Image + hole (paint the mask in the mask editor)", {"image": example_inputs.IMAGE}, 1, 0),
         ("neg", "CLIPTextEncode", "Negative prompt", {"text": "blurry, low quality, deformed"}, 1, 1),
         ("enc", "VAEEncode", "VAE Encode", {}, 1, 2),
         ("lmask", "SetLatentNoiseMask", "Set Latent Noise Mask", {}, 2, 2),
