@@ -131,7 +131,8 @@ class AddItAttention:
         self.cache = {}                          # (block, kind) → (sigma, k_src_img, v_src_img), this step only
         self.maps = None                         # running sum of subject maps (B,1,h,w) and their count
         self.count = 0
-        self.gamma_probe = None                  # auto γ: callable(call, q_txt, k_src, k_tgt_img, k_tgt_all)
+        self.key = f"addit-{id(self):x}"
+        self.last_mask = None                    # the blend mask of the last run (B,1,h,w), for inspection
 
     def active(self, call) -> bool:
         end = self.windows.get((call.block, call.kind))
@@ -322,7 +323,6 @@ def install(model, trajectory, positions, settings: AddItSettings, own_text_len=
     windows, record = plan_layers(m, settings.double_end, settings.single_end)
     effect = AddItAttention(settings.gamma, windows, record, positions, arch_name=a.name)
     effect.own_text_len = own_text_len
-    effect.last_mask = None
     clean = trajectory.clean
     latent_hw = tuple(clean.shape[-2:])
     effect.map_grid = a.image_grid(latent_hw) if a.name != "unet" else latent_hw

@@ -1,12 +1,14 @@
 """Node classes, one module per family; `SleightExtension` lists them for ComfyUI's V3 loader."""
 from ._compat import ComfyExtension
 from .guidance import SleightAPG
+from .insertion import SleightAddIt, SleightAddItMask
+from .inversion import SleightInvert, SleightSourceTrajectory
 from .prompt import SleightR2FPrompt, SleightRareToFrequent
 from .routing import SleightFindTextLayers, SleightPromptRoute
 from .utils import SleightInspectAttention
 
 NODES = [SleightAPG, SleightPromptRoute, SleightFindTextLayers, SleightRareToFrequent, SleightR2FPrompt,
-         SleightInspectAttention]
+         SleightInspectAttention, SleightInvert, SleightSourceTrajectory, SleightAddIt, SleightAddItMask]
 
 
 class SleightExtension(ComfyExtension):
