@@ -58,6 +58,14 @@ def patched(kind, model, clip):
     if kind == "route-unet":     # the paper's SDXL text layers on the real 70-block layout
         return textswap.route(model, tiny_models.encode(clip, OTHER), ["output.2.1", "output.2.2", "output.2.3"],
                               schedule.Window(0.08, 1.0))
+    if kind == "addit":          # Add-it with the paper's defaults on a re-noised source (generated-image mode)
+        from sleight.nodes.insertion import SleightAddIt
+        from sleight.nodes.inversion import SleightSourceTrajectory
+        clean = tiny_models.sample("bench", model, clip, size=ADDIT_SIZE[0], steps=2, cfg=5.0)
+        traj = SleightSourceTrajectory.execute(model, {"samples": clean}, tiny_models.encode(clip, MAIN), 1).result[0]
+        patched_model, _ = SleightAddIt.execute(model, clip, traj, MAIN + " and a cat", "cat", 0.0, -1.0, -1.0,
+                                                10 / 30, 20 / 30).result
+        return patched_model
     m = model.clone()
     if kind == "route-dit":      # every joint block: the side pass is the whole cost
         blocks = {layer.block for layer in arch.list_layers(model, 64, 64)}
@@ -65,6 +73,9 @@ def patched(kind, model, clip):
         return m
     router.install(m, Idle() if kind == "router-idle" else PassThrough())
     return m
+
+
+ADDIT_SIZE = [128]
 
 
 def timed(model, clip, size, steps, cfg):
@@ -76,6 +87,7 @@ def timed(model, clip, size, steps, cfg):
 
 def measure(name, kind, size, steps, repeats, cfg=5.0):
     model, clip, _ = tiny_models.load(name)
+    ADDIT_SIZE[0] = size
     other = patched(kind, model, clip)
     timed(model, clip, size, 1, cfg), timed(other, clip, size, 1, cfg)      # warm-up
     base, trick = [], []
