@@ -2,12 +2,15 @@
 from ._compat import ComfyExtension
 from .guidance import SleightAPG
 from .inpaint import SleightPAIntA, SleightRASG
+from .insertion import SleightAddIt, SleightAddItMask
+from .inversion import SleightInvert, SleightSourceTrajectory
 from .prompt import SleightR2FPrompt, SleightRareToFrequent
 from .routing import SleightFindTextLayers, SleightPromptRoute
 from .utils import SleightInspectAttention
 
 NODES = [SleightAPG, SleightPromptRoute, SleightFindTextLayers, SleightRareToFrequent, SleightR2FPrompt,
-         SleightInspectAttention, SleightPAIntA, SleightRASG]
+         SleightInspectAttention, SleightPAIntA, SleightRASG, SleightInvert, SleightSourceTrajectory, SleightAddIt,
+         SleightAddItMask]
 
 
 class SleightExtension(ComfyExtension):

@@ -16,15 +16,18 @@ import comfy.samplers
 from . import schedule
 
 
-def add_side_conditioning(model, key: str, conditioning, before_predict=None, after_run=None):
+def add_side_conditioning(model, key: str, conditioning, before_predict=None, after_run=None, on_start=None):
     """Sample `model` with `conditioning` as guider conds[key]; `before_predict(guider, x, sigma, model_options)`
     runs before every normal prediction (it may call `run_side`); `after_run()` when the run ends, also on
-    interrupt. Both wrappers are keyed by `key`."""
+    interrupt; `on_start(guider, noise, latent_image, sigmas)` when a run starts (inside the try, so a check that
+    raises there still cleans up). Both wrappers are keyed by `key`."""
 
     def outer_sample(executor, *args, **kwargs):
         guider = executor.class_obj
         guider.conds[key] = comfy.sampler_helpers.convert_cond(conditioning)
         try:
+            if on_start is not None:
+                on_start(guider, args[0], args[1], args[3])
             return executor(*args, **kwargs)
         finally:
             guider.conds.pop(key, None)
@@ -125,17 +128,108 @@ class SourceTrajectory:
     def inverted(self) -> bool:
         return self.latents is not None
 
-    def at(self, model_sampling, sigma, device=None, dtype=None):
-        """The source latent at `sigma` (a float or 0-d/1-d tensor). Inverted trajectories answer only at the
-        sigmas they recorded (to 1e-4 relative): sample with the same schedule that inverted them."""
+    def at(self, model_sampling, sigma, device=None, dtype=None, between: bool = False):
+        """The source latent at `sigma` (a float or 0-d/1-d tensor). Inverted trajectories answer at the sigmas
+        they recorded (to 1e-4 relative): sample with the same schedule that inverted them. With `between`, a
+        sigma strictly inside the recorded range (the extra evaluations of Heun / DPM-2 …) gets the linear
+        interpolation of its two neighbours; outside the range it is still an error."""
         sigma = float(sigma.reshape(-1)[0]) if hasattr(sigma, "reshape") else float(sigma)
         if self.inverted:
             i = int(torch.argmin((self.sigmas - sigma).abs()))
-            if abs(float(self.sigmas[i]) - sigma) > 1e-4 * max(sigma, 1e-3):
+            if abs(float(self.sigmas[i]) - sigma) <= 1e-4 * max(sigma, 1e-3):
+                x = self.latents[i]
+            elif between and float(self.sigmas.min()) < sigma < float(self.sigmas.max()):
+                hi = int((self.sigmas >= sigma).nonzero().max())     # sigmas descend: last index still above
+                lo = hi + 1
+                t = (float(self.sigmas[hi]) - sigma) / (float(self.sigmas[hi]) - float(self.sigmas[lo]))
+                x = torch.lerp(self.latents[hi], self.latents[lo], t)
+            else:
                 raise ValueError(f"the inverted trajectory has no latent at sigma {sigma:.4g}: sample with the "
                                  "same steps, scheduler and denoise as the inversion")
-            x = self.latents[i]
         else:
             s = torch.tensor([sigma], dtype=torch.float32)
             x = model_sampling.noise_scaling(s, self.noise, self.clean)
         return x.to(device=device, dtype=dtype or x.dtype)
+
+
+# ---------------------------------------------------------------- the lockstep source row
+
+SOURCE_ROLE = "sleight.source"   # guider conds key of the source row, and the router role of its batch rows
+
+
+class SourceRun:
+    """What a source-row hook knows about the running sample: the guider, the target's own initial noise
+    (Add-it's structure transfer re-noises with it), the schedule, and which steps' latent surgery is done."""
+
+    def __init__(self, guider, noise, sigmas, trajectory):
+        self.guider = guider
+        self.noise = noise
+        self.sigmas = sigmas
+        self.trajectory = trajectory
+        self.done = set()
+
+    @property
+    def model_sampling(self):
+        return self.guider.inner_model.model_sampling
+
+    def step_of(self, timestep):
+        """(step index, True when this is the step's first evaluation at exactly sample sigma[i])."""
+        i = schedule.step_index(self.sigmas, timestep)
+        exact = abs(float(self.sigmas[i]) - schedule.as_float(timestep)) <= 1e-5 * max(1.0, float(self.sigmas[i]))
+        return i, exact
+
+    def source_at(self, timestep, like):
+        return self.trajectory.at(self.model_sampling, timestep, device=like.device, dtype=like.dtype, between=True)
+
+
+def add_source_row(model, trajectory: SourceTrajectory, clear, active=None, before_source=None,
+                   key: str = SOURCE_ROLE, who: str = "Sleight", after_run=None):
+    """Run `trajectory`'s source row in lockstep with the target, on `model` (a clone the caller owns).
+
+    Before every target prediction: `clear()` (drop the K/V recorded at the previous step), then
+    `before_source(run, x, timestep)` if given (latent surgery on the target: it may change x in place), then,
+    when `active(run, timestep)` is true (default: always), one forward of the source conditioning on the
+    source latent at this sigma. Its batch rows carry the role `key`, so a router effect records its K/V there
+    and injects into the target's rows right after. `clear()` and then `after_run()` (if given) also run when
+    sampling ends or is interrupted.
+
+    Why a pre-pass and not the same forward: `calc_cond_batch` evaluates every cond on one shared x, and the
+    source row needs its own latent; batching both means rebuilding each model's extra conds (y, guidance,
+    ref latents …) by hand, which breaks across models and versions (comfyui-internals §3.5 option B).
+    Returns a holder whose `.run` is the live SourceRun during sampling (None otherwise).
+    """
+    holder = type("SourceRowHolder", (), {"run": None})()
+
+    def on_start(guider, noise, latent_image, sigmas):
+        tgt, src = tuple(noise.shape[2:]), tuple(trajectory.clean.shape[2:])
+        if tgt != src:
+            raise ValueError(f"{who}: the source latent is {_size(src)} but this sampler's latent is {_size(tgt)}; "
+                             "make the empty latent the size of the source image.")
+        if noise.shape[1] != trajectory.clean.shape[1]:
+            raise ValueError(f"{who}: the source latent has {trajectory.clean.shape[1]} channels but the model "
+                             f"samples {noise.shape[1]}; make the source trajectory with this model.")
+        holder.run = SourceRun(guider, noise, sigmas.detach().float().cpu(), trajectory)
+
+    def before_predict(guider, x, timestep, model_options):
+        clear()
+        run = holder.run
+        if before_source is not None:
+            before_source(run, x, timestep)
+        if active is None or active(run, timestep):
+            x_src = run.source_at(timestep, x)
+            run_side(guider, key, x_src, timestep[:1], model_options)
+
+    def end_run():
+        try:
+            clear()
+            if after_run is not None:
+                after_run()
+        finally:
+            holder.run = None
+
+    add_side_conditioning(model, key, trajectory.conditioning, before_predict, end_run, on_start)
+    return holder
+
+
+def _size(hw):
+    return "x".join(str(int(v)) for v in hw) + " (latent)"

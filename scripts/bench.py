@@ -49,7 +49,7 @@ class PassThrough(Idle):
 MAIN, OTHER = "a red circle at the top left", "a hairy object at the top left"
 
 
-def patched(kind, model, clip):
+def patched(kind, model, clip, size):
     if kind == "apg":
         return SleightAPG.execute(model, **APG_DEFAULTS).result[0]
     if kind == "r2f":
@@ -58,6 +58,14 @@ def patched(kind, model, clip):
     if kind == "route-unet":     # the paper's SDXL text layers on the real 70-block layout
         return textswap.route(model, tiny_models.encode(clip, OTHER), ["output.2.1", "output.2.2", "output.2.3"],
                               schedule.Window(0.08, 1.0))
+    if kind == "addit":          # Add-it with the paper's defaults on a re-noised source (generated-image mode)
+        from sleight.nodes.insertion import SleightAddIt
+        from sleight.nodes.inversion import SleightSourceTrajectory
+        clean = tiny_models.sample("bench", model, clip, size=size, steps=2, cfg=5.0)
+        traj = SleightSourceTrajectory.execute(model, {"samples": clean}, tiny_models.encode(clip, MAIN), 1).result[0]
+        patched_model, _ = SleightAddIt.execute(model, clip, traj, MAIN + " and a cat", "cat", 0.0, -1.0, -1.0,
+                                                10 / 30, 20 / 30).result
+        return patched_model
     m = model.clone()
     if kind == "route-dit":      # every joint block: the side pass is the whole cost
         blocks = {layer.block for layer in arch.list_layers(model, 64, 64)}
@@ -160,21 +168,27 @@ def timed(model, clip, size, steps, cfg):
 
 def measure(name, kind, size, steps, repeats, cfg=5.0):
     model, clip, _ = tiny_models.load(name)
-    other = patched(kind, model, clip)
+    mem = kind.endswith("-mem")  # peak bytes above the resting state instead of seconds
+    other = patched(kind.removesuffix("-mem"), model, clip, size)
     timed(model, clip, size, 1, cfg), timed(other, clip, size, 1, cfg)      # warm-up
     base, trick = [], []
     for i in range(repeats):     # ABBA order cancels slow drift of the machine
         pair = [(base, model), (trick, other)]
         for times, m in (pair if i % 2 == 0 else pair[::-1]):
-            times.append(timed(m, clip, size, steps, cfg))
-    return {"model": name, "patch": kind, "size": size, "steps": steps, "repeats": repeats,
-            "baseline_s": min(base), "patched_s": min(trick), "ratio": min(trick) / min(base),
-            "median_ratio": statistics.median(trick) / statistics.median(base)}
+            run = lambda: timed(m, clip, size, steps, cfg)  # noqa: E731
+            times.append(peak_bytes(run) if mem else run())
+    row = {"model": name, "patch": kind, "size": size, "steps": steps, "repeats": repeats,
+           "baseline_s": min(base), "patched_s": min(trick), "ratio": min(trick) / min(base),
+           "median_ratio": statistics.median(trick) / statistics.median(base)}
+    if mem:
+        row.update(patch=f"{kind} peak MiB (not s)", baseline_s=min(base) / 2**20, patched_s=min(trick) / 2**20)
+    return row
 
 
 DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", "router-pass:sdxl",
                 "r2f:sd15", "r2f:sdxl", "route-unet:sdxl_layout", "route-dit:sd3", "route-dit:flux_dev:4",
-                "painta:sd15_inpaint", "painta:sdxl", "painta-mem:sd15_inpaint", "rasg:sd15_inpaint", "rasg:sdxl"]
+                "painta:sd15_inpaint", "painta:sdxl", "painta-mem:sd15_inpaint", "rasg:sd15_inpaint", "rasg:sdxl",
+                "addit:sd15", "addit-mem:sd15", "addit:flux_dev:4"]
 
 
 def table(rows):

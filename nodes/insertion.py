@@ -1,0 +1,130 @@
+"""Object insertion (sleight/edit): Add-it, training-free, on SD1.5, SDXL, SD3 and Flux."""
+import weakref
+
+from ..attention_patches import arch, extended
+from ._compat import inp, io, schema
+from .inversion import Trajectory
+
+ADDIT_MASKS = weakref.WeakValueDictionary()   # effect key → effect (alive while its model is), for Add-it mask
+
+
+class SleightAddIt(io.ComfyNode):
+    WHO = "Sleight · Add-it"
+
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SleightAddIt",
+            display_name="Sleight · Add-it (insert an object)",
+            category="sleight/edit",
+            description=(
+                "Inserts an object into a source image without training (Add-it, Tewel et al., ICLR 2025). The "
+                "source row runs in lockstep with the new image; the new image attends to the source's image "
+                "tokens (weighted extended attention, gamma on its own keys), its latent is replaced by the "
+                "re-noised source early on (structure transfer), and after the middle of the schedule it is "
+                "blended back to the source outside the object's attention mask. Connect the MODEL and "
+                "CONDITIONING outputs to KSampler / SamplerCustom with an empty latent the size of the source."
+            ),
+            inputs=[
+                inp(io.Model, "model", tooltip="The model to patch. A patched copy is returned; the input model is unchanged."),
+                inp(io.Clip, "clip", tooltip="The model's text encoder: encodes the prompt and finds the subject's tokens."),
+                inp(Trajectory, "source",
+                    tooltip="The source image: Sleight · Source trajectory (a generated image, re-noised) or "
+                            "Sleight · Invert image (a real image)."),
+                inp(io.String, "prompt", multiline=True, default="a photo of a dog on the sofa",
+                    tooltip="The target prompt: the source description with the new object added."),
+                inp(io.String, "subject", default="dog",
+                    tooltip="The word(s) of the prompt that name the new object (any number of tokens; every "
+                            "occurrence counts). Their attention makes the blending mask."),
+                inp(io.Float, "gamma", default=0.0, min=0.0, max=2.0, step=0.005,
+                    tooltip="Weight of the new image's own keys against the source's (gamma multiplies its keys). "
+                            "0 = the paper's value: 1.05 for a generated source, 1.1 for a real (inverted) one. "
+                            "Raise it if the object does not appear; lower it to keep more of the source."),
+                inp(io.Float, "structure_transfer", default=-1.0, min=-1.0, max=1.0, step=0.001,
+                    tooltip="Fraction of the steps at which the new latent is replaced by the source re-noised to "
+                            "that step. -1 = paper (2/30 generated, 4/30 real); 1 = off. Lower it if the object "
+                            "is not added."),
+                inp(io.Float, "blend_at", default=-1.0, min=-1.0, max=1.0, step=0.001,
+                    tooltip="Fraction of the steps after which the latent is blended with the source outside the "
+                            "object mask (maps recorded over the 3 steps before). -1 = paper (15/30 generated, "
+                            "18/30 real); 1 = off (free changes everywhere)."),
+                inp(io.Float, "double_stream_end", default=round(10 / 30, 4), min=0.0, max=1.0, step=0.001,
+                    tooltip="Extended attention runs for this fraction of the steps in Flux double-stream blocks "
+                            "(paper: 10/30); on SD3 and SD1.5/SDXL in the first third of the layers by depth."),
+                inp(io.Float, "single_stream_end", default=round(20 / 30, 4), min=0.0, max=1.0, step=0.001,
+                    tooltip="The same for Flux single-stream blocks (paper: 20/30); elsewhere the deeper two "
+                            "thirds of the layers."),
+                inp(io.Mask, "mask", optional=True,
+                    tooltip="Optional: where the object may appear (white), at the image size. Replaces the "
+                            "attention mask; outside it the result is blended back to the source."),
+                inp(io.Int, "dilation", default=1, min=0, max=16, advanced=True,
+                    tooltip="The attention mask grows by this many tokens after Otsu thresholding."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The patched model; connect it to the sampler."),
+                io.Conditioning.Output(display_name="positive",
+                                       tooltip="The encoded prompt; connect it to the sampler's positive (on Flux "
+                                               "through FluxGuidance, 3.5 in the paper)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, source, prompt, subject, gamma, structure_transfer, blend_at,
+                double_stream_end, single_stream_end, mask=None, dilation=1):
+        a = arch.detect(model, cls.WHO)
+        paper = extended.paper_defaults(source.inverted)
+        if not 0.0 <= double_stream_end <= 1.0 or not 0.0 <= single_stream_end <= 1.0:
+            raise ValueError(f"{cls.WHO}: the stream ends are fractions of the steps in [0, 1].")
+        if gamma != 0.0 and gamma < 0.5:
+            raise ValueError(f"{cls.WHO}: gamma {gamma} is too small; use 0 for the paper's value or 1.0 to 1.2.")
+        positions = extended.subject_positions(clip, prompt, subject, a, cls.WHO)
+        latent_hw = tuple(source.clean.shape[-2:])
+        down = getattr(model.model.latent_format, "spacial_downscale_ratio", 8)
+        user = None
+        if mask is not None:
+            user = extended.user_mask_to_latent(mask, latent_hw, down, mask.shape[0] if mask.ndim == 3 else 1, cls.WHO)
+        settings = extended.AddItSettings(
+            gamma=gamma or paper["gamma"], double_end=double_stream_end, single_end=single_stream_end,
+            structure_at=paper["structure_at"] if structure_transfer < 0 else structure_transfer,
+            blend_at=paper["blend_at"] if blend_at < 0 else blend_at, dilation=dilation, user_mask=user)
+        patched, effect = extended.install(model, source, positions, settings,
+                                           extended.prompt_token_count(clip, prompt, a), cls.WHO)
+        effect.downscale = down
+        patched.model_options.setdefault("transformer_options", {})["sleight.addit"] = effect.key
+        ADDIT_MASKS[effect.key] = effect
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+        return io.NodeOutput(patched, positive)
+
+
+class SleightAddItMask(io.ComfyNode):
+    WHO = "Sleight · Add-it mask"
+
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SleightAddItMask",
+            display_name="Sleight · Add-it mask",
+            category="sleight/edit",
+            description=("The blending mask Sleight · Add-it used in its last sampling run (white = where the "
+                         "new image was kept), at the image size. Connect the sampler's output latent so this "
+                         "runs after sampling."),
+            inputs=[
+                inp(io.Model, "model", tooltip="The MODEL output of Sleight · Add-it."),
+                inp(io.Latent, "samples", tooltip="The sampler's output (only orders this node after sampling)."),
+            ],
+            outputs=[io.Mask.Output(display_name="mask", tooltip="The blending mask; all white if no blending ran.")],
+        )
+
+    @classmethod
+    def execute(cls, model, samples):
+        import torch
+
+        key = model.model_options.get("transformer_options", {}).get("sleight.addit")
+        effect = ADDIT_MASKS.get(key)
+        if effect is None:
+            raise ValueError(f"{cls.WHO}: this model does not come from Sleight · Add-it; connect its MODEL output.")
+        lat = samples["samples"]
+        if effect.last_mask is None:
+            h, w = lat.shape[-2:]
+            return io.NodeOutput(torch.ones(lat.shape[0], h * effect.downscale, w * effect.downscale))
+        return io.NodeOutput(extended.pixel_mask(effect.last_mask, effect.downscale))

@@ -1,0 +1,164 @@
+"""Add-it: extended attention math, the mask pipeline, latent surgery and the lockstep source row, on real ComfyUI."""
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import comfy.sample
+from sleight.attention_patches import extended, router
+from sleight.nodes.insertion import SleightAddIt, SleightAddItMask
+from sleight.nodes.inversion import SleightSourceTrajectory
+from sleight.samplers.trajectory import SOURCE_ROLE
+from tinyrun import ARCH_MODELS, Probe, encode, load, sample
+
+SRC, TGT, SUBJECT = "a red circle on a blue background", "a red circle and a cat on a blue background", "cat"
+
+
+def reference_extended(q, k_src, v_src, k_tgt, v_tgt, gamma):
+    """Direct formula: softmax(q·[k_src ; γ·k_tgt]ᵀ/√d)·[v_src ; v_tgt] with the full matrix."""
+    k = torch.cat([k_src.expand(q.shape[0], -1, -1, -1), gamma * k_tgt], 2)
+    v = torch.cat([v_src.expand(q.shape[0], -1, -1, -1), v_tgt], 2)
+    w = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)
+    return w @ v
+
+
+@pytest.mark.parametrize("gamma", [1.0, 1.1])
+def test_extended_attention_equals_the_direct_formula(gamma):
+    g = torch.Generator().manual_seed(0)
+    q, k_t, v_t = (torch.randn(2, 3, 10, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    k_s, v_s = (torch.randn(1, 3, 6, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    got = extended.extended_attention(F.scaled_dot_product_attention, q, k_s, v_s, k_t, v_t, gamma)
+    assert torch.allclose(got, reference_extended(q, k_s, v_s, k_t, v_t, gamma), atol=1e-10)
+
+
+def test_key_mass_equals_the_softmax_columns():
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 4, 9, 8, generator=g, dtype=torch.float64), torch.randn(2, 4, 12, 8, generator=g, dtype=torch.float64)
+    w = torch.zeros(12, dtype=torch.float64)
+    w[[3, 5]] = 0.5
+    probs = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1)
+    assert torch.allclose(extended.key_mass(q, k, w), probs[..., [3, 5]].mean(-1), atol=1e-10)
+
+
+def test_blur_otsu_dilate_pipeline():
+    blob = torch.zeros(1, 1, 8, 8)
+    blob[..., 2:4, 4:6] = 1.0
+    blurred = extended.gaussian_blur(torch.ones(1, 1, 5, 5))
+    assert torch.allclose(blurred, torch.ones(1, 1, 5, 5))                     # normalised kernel
+    assert torch.isclose(extended.gaussian_blur(blob).sum(), blob.sum(), atol=0.2)
+    values = torch.cat([torch.full((50,), 0.1), torch.full((30,), 0.9)])
+    assert 0.1 < extended.otsu_threshold(values) <= 0.9
+    one = torch.zeros(1, 1, 5, 5)
+    one[..., 2, 2] = 1
+    assert extended.dilate(one, 1).sum() == 9 and torch.equal(extended.dilate(one, 0), one)
+    noisy = blob * 0.8 + 0.05 * torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    mask = extended.attention_mask(noisy, (16, 16), dilation=0)
+    assert mask.shape == (1, 1, 16, 16) and mask[0, 0, 4:8, 8:12].all() and mask[0, 0, 10:, :6].sum() == 0
+
+
+@functools.lru_cache(maxsize=4)
+def source(name, seed=3):
+    model, clip, _ = load(name)
+    clean = sample(model, encode(clip, SRC), encode(clip, ""), steps=3, seed=11)
+    return SleightSourceTrajectory.execute(model, {"samples": clean}, encode(clip, SRC), seed).result[0]
+
+
+def addit(name, traj, **kw):
+    model, clip, _ = load(name)
+    args = dict(gamma=0.0, structure_transfer=-1.0, blend_at=-1.0, double_stream_end=10 / 30, single_stream_end=20 / 30)
+    args.update(kw)
+    return SleightAddIt.execute(model, clip, traj, TGT, SUBJECT, **args).result
+
+
+def trace(model, pos, neg, steps=4):
+    xs = []
+    out = sample(model, pos, neg, steps=steps, callback=lambda i, x0, x, total: xs.append(x.clone()))
+    return out, xs
+
+
+def test_everything_off_is_plain_sampling_bit_for_bit_and_the_model_is_left_alone():
+    model, clip, _ = load("sd15")
+    pos, neg = encode(clip, TGT), encode(clip, "")
+    before = repr(model.model_options)
+    base = sample(model, pos, neg, steps=4)
+    off, _ = addit("sd15", source("sd15"), structure_transfer=1.0, blend_at=1.0, double_stream_end=0.0, single_stream_end=0.0)
+    assert torch.equal(sample(off, pos, neg, steps=4), base)
+    on, _ = addit("sd15", source("sd15"))
+    out = sample(on, pos, neg, steps=4)
+    assert not torch.equal(out, base)
+    assert repr(model.model_options) == before and torch.equal(sample(model, pos, neg, steps=4), base)
+    effect = router.current_router(on).effects[0]
+    assert effect.cache == {} and effect.maps is None, "per-step K/V and maps must be cleared after the run"
+
+
+def test_source_row_runs_first_with_its_role_only_inside_the_window():
+    traj = source("sd15")
+    on, pos = addit("sd15", traj, double_stream_end=0.25, single_stream_end=0.5, structure_transfer=1.0, blend_at=1.0)
+    probe = Probe()
+    router.install(on, probe)
+    model, clip, _ = load("sd15")
+    sample(on, pos, encode(clip, ""), steps=4)
+    roles = [tuple(sorted(f[0].rows)) for f in probe.forwards()]
+    # 4 steps, window 0.5 of the steps: the source row runs before the target at steps 0 and 1 only
+    assert roles == [(SOURCE_ROLE,), ("cond", "uncond"), (SOURCE_ROLE,), ("cond", "uncond"), ("cond", "uncond"),
+                     ("cond", "uncond")]
+
+
+def test_structure_transfer_replaces_the_latent_with_the_renoised_source():
+    model, clip, _ = load("sd15")
+    traj = source("sd15")
+    on, pos = addit("sd15", traj, structure_transfer=0.25, blend_at=1.0)        # step 1 of 4
+    neg = encode(clip, "")
+    _, xs = trace(on, pos, neg)
+    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros(1, 4, 8, 8))
+    noise = comfy.sample.prepare_noise(latent, 7)                              # tinyrun.sample's seed
+    sigmas = comfy.samplers.calculate_sigmas(model.model.model_sampling, "normal", 4)
+    want = model.model.model_sampling.noise_scaling(sigmas[1:2], noise, traj.clean)
+    assert torch.allclose(xs[1], want, atol=1e-5)
+
+
+def test_blending_with_a_user_mask_keeps_the_source_outside_and_reports_the_mask():
+    model, clip, _ = load("sd15")
+    traj = source("sd15")
+    neg = encode(clip, "")
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1.0                                                        # right half may change
+    on, pos = addit("sd15", traj, blend_at=0.25, mask=mask, structure_transfer=1.0)   # blend before step 2
+    out, xs = trace(on, pos, neg)
+    sigmas = comfy.samplers.calculate_sigmas(model.model.model_sampling, "normal", 4)
+    src = traj.at(model.model.model_sampling, sigmas[2])
+    assert torch.allclose(xs[2][..., :4], src[..., :4], atol=1e-6)
+    assert not torch.allclose(xs[2][..., 4:], src[..., 4:], atol=1e-3)
+    got = SleightAddItMask.execute(on, {"samples": out}).result[0]
+    assert torch.equal(got, mask)
+
+
+@pytest.mark.parametrize("name", ARCH_MODELS)
+def test_runs_on_every_architecture_with_an_attention_mask(name):
+    model, clip, _ = load(name)
+    traj = source(name)
+    on, pos = addit(name, traj, blend_at=0.5)          # record steps 0-2, blend before step 3 of 4
+    neg = encode(clip, "")
+    out = sample(on, pos, neg, steps=4)
+    assert torch.isfinite(out).all() and not torch.equal(out, sample(model, pos, neg, steps=4))
+    mask = SleightAddItMask.execute(on, {"samples": out}).result[0]
+    assert mask.shape == (1, 64, 64) and 0 < mask.mean() <= 1
+
+
+def test_bad_inputs_name_the_node_and_the_fix():
+    model, clip, _ = load("sd15")
+    traj = source("sd15")
+    with pytest.raises(ValueError, match="Sleight · Add-it.*does not appear in the prompt"):
+        SleightAddIt.execute(model, clip, traj, TGT, "giraffe", 0.0, -1.0, -1.0, 0.3, 0.6)
+    with pytest.raises(ValueError, match="Sleight · Add-it.*resize the mask"):
+        addit("sd15", traj, mask=torch.ones(1, 40, 64))
+    on, pos = addit("sd15", traj, mask=torch.ones(3, 64, 64), blend_at=0.25)
+    with pytest.raises(ValueError, match="Sleight · Add-it.*one mask or one per image"):
+        sample(on, pos, encode(clip, ""), steps=4, batch=2)
+    on, pos = addit("sd15", traj)
+    with pytest.raises(ValueError, match="Sleight · Add-it.*size of the source"):
+        sample(on, pos, encode(clip, ""), steps=2, size=96)
+    assert router.current_router(on).effects[0].cache == {}
+    with pytest.raises(ValueError, match="Sleight · Add-it mask.*MODEL output"):
+        SleightAddItMask.execute(model, {"samples": torch.zeros(1, 4, 8, 8)})
