@@ -3,10 +3,11 @@ from ._compat import ComfyExtension
 from .guidance import SleightAPG
 from .prompt import SleightR2FPrompt, SleightRareToFrequent
 from .routing import SleightFindTextLayers, SleightPromptRoute
+from .search import SleightNoiseSearch
 from .utils import SleightInspectAttention
 
 NODES = [SleightAPG, SleightPromptRoute, SleightFindTextLayers, SleightRareToFrequent, SleightR2FPrompt,
-         SleightInspectAttention]
+         SleightInspectAttention, SleightNoiseSearch]
 
 
 class SleightExtension(ComfyExtension):
