@@ -112,8 +112,10 @@ def test_random_candidates_are_their_seeds_and_top_k_is_sorted():
     # the self-consistency score is the formula on the sample and its early x0
     assert all(0.0 < c["scores"]["self_consistency_latent"] <= 1.0 + 1e-9 for c in report["candidates"])
     _, batched, bscores, _ = run(model, pos, neg, sigmas, budget=3, top_k=3, batch_size=3)
-    assert [c["seed"] for c in json.loads(bscores)["top"]] == [c["seed"] for c in report["top"]]
-    torch.testing.assert_close(batched["samples"], top["samples"], rtol=1e-3, atol=1e-3)
+    by_seed = {c["seed"]: row for row, c in enumerate(json.loads(bscores)["top"])}
+    for row, cand in enumerate(report["top"]):           # one batch of 3: the same samples up to rounding
+        b = by_seed[cand["seed"]]
+        torch.testing.assert_close(batched["samples"][b:b + 1], top["samples"][row:row + 1], rtol=1e-3, atol=1e-3)
 
 
 def test_self_consistency_score_matches_the_formula():
@@ -189,9 +191,9 @@ def test_reference_verifier_finds_the_reference_and_ensemble_ranks():
                            clip_vision=cv, vae=vae, reference_image=reference)
     e = json.loads(escores)
     assert e["verifiers"] == ["self_consistency_latent", "self_consistency_clip", "reference_clip"]
-    raw = torch.tensor([[c["scores"][n] for n in e["verifiers"]] for c in e["candidates"]])
+    raw = torch.tensor([[c["scores"][n] for n in e["verifiers"]] for c in e["candidates"]], dtype=torch.float64)
     torch.testing.assert_close(torch.tensor([c["score"] for c in e["candidates"]], dtype=torch.float64),
-                               verifiers.rank_average(raw.double()))
+                               verifiers.rank_average(raw))
     _, _, cscores, _ = run(model, pos, neg, sigmas, budget=2, top_k=2, batch_size=2, clip_vision=cv, vae=vae)
     assert json.loads(cscores)["verifiers"] == ["self_consistency_clip"]
 
@@ -234,15 +236,15 @@ def test_clear_errors():
 
 @pytest.mark.parametrize("name", ARCH_MODELS)
 def test_every_architecture(name):
-    model, pos, neg, _, sigmas = setup(name, steps=3)
+    model, pos, neg, _, sigmas = setup(name, steps=2)
     cfg = tiny_models.default_cfg(name)
+    options = repr(model.model_options)
     ref = plain(model, pos, neg, sigmas, seed=11, cfg=cfg)
     best, *_ = run(model, pos, neg, sigmas, cfg=cfg, mode="paths", branches=1, renoise_steps=0, denoise_steps=1,
                    branch_start_percent=0.3, early_percent=0.0)
-    assert torch.equal(best["samples"], ref)
-    best, top, scores, _ = run(model, pos, neg, sigmas, cfg=cfg, mode="paths", budget=1, branches=2, renoise_steps=1,
-                               denoise_steps=2, branch_start_percent=0.5, early_percent=0.0, top_k=2, batch_size=2)
-    assert top["samples"].shape == (2, *ref.shape[1:]) and torch.isfinite(top["samples"]).all()
+    assert torch.equal(best["samples"], ref)                    # x-space chaining exact on EPS and flow models
     best, top, scores, _ = run(model, pos, neg, sigmas, cfg=cfg, budget=2, batch_size=2, top_k=2)
     seeds = [c["seed"] for c in json.loads(scores)["top"]]
+    assert top["samples"].shape == (2, *ref.shape[1:]) and torch.isfinite(top["samples"]).all()
     torch.testing.assert_close(top["samples"][seeds.index(11):seeds.index(11) + 1], ref, rtol=1e-3, atol=1e-3)
+    assert repr(model.model_options) == options
