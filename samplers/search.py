@@ -167,7 +167,7 @@ class NoiseSearch:
 
     # -------------------------------------------------------- shared
     def noise(self, seed):
-        return comfy.sample.prepare_noise(self.latent, seed)
+        return comfy.sample.prepare_noise(self.latent, seed % 2 ** 64)    # seeds past the widget's max wrap
 
     def tick(self, rows):
         """One sampler step done for `rows` candidates (the progress bar counts candidate-steps)."""
