@@ -37,7 +37,8 @@ def cosine_rows(a, b):
 
 def clip_embeds(clip_vision, images):
     """CLIPVisionEncode (crop 'center') image embeddings, (B, D)."""
-    return clip_vision.encode_image(images, crop=True)["image_embeds"].float()
+    with torch.no_grad():
+        return clip_vision.encode_image(images, crop=True)["image_embeds"].float()
 
 
 class SelfConsistencyLatent:

@@ -123,10 +123,11 @@ def _search_setup(name, size, steps):
     return model, clip, vae, pos, neg, sigmas, latent
 
 
-def _search(model, pos, neg, sigmas, latent, seed, n, b, checks, cfg=5.0, decode=None, **kw):
+def _search(model, pos, neg, sigmas, latent, seed, n, b, checks, cfg=5.0, decode=None, early_percent=0.0, **kw):
     import comfy.samplers
 
-    settings = search.SearchSettings(mode="random", budget=n, batch_size=b, top_k=1, **kw)
+    # early_percent 0: the first step's x0 (at 0.4 the tiny random models give 1 - 1e-9 for every candidate)
+    settings = search.SearchSettings(mode="random", budget=n, batch_size=b, top_k=1, early_percent=early_percent, **kw)
     return search.NoiseSearch(model, pos, neg, cfg, comfy.samplers.ksampler("euler"), sigmas, latent, seed, settings,
                               checks, decode=decode).run()
 
@@ -200,14 +201,16 @@ def search_tables(times, quality):
     for q in quality:
         v = q["verifiers"]
         lines += ["", f"Best verifier score of random search with N candidates ({q['model']}, {q['size']}², "
-                      f"{q['steps']} steps, mean over seeds {q['seeds'][0]}…{q['seeds'][-1]}):", "",
-                  "| N | " + " | ".join(f"best {k}" for k in v) + " |", "|---" * (len(v) + 1) + "|"]
+                      f"{q['steps']} steps, early x0 at the first step, mean over {len(q['seeds'])} seeds), shown as "
+                      "1 − cosine (lower is better):", "",
+                  "| N | " + " | ".join(f"1 − best {k}" for k in v) + " |", "|---" * (len(v) + 1) + "|"]
         for n, vals in q["curve"].items():
-            lines.append(f"| {n} | " + " | ".join(f"{x:.6f}" for x in vals) + " |")
-        lines += ["", f"Verifier hacking ({q['model']}, N = 8): the candidate each verifier picks, scored by every verifier:", "",
+            lines.append(f"| {n} | " + " | ".join(f"{1 - x:.4e}" for x in vals) + " |")
+        lines += ["", f"Verifier hacking ({q['model']}, N = 8): the candidate each verifier picks, scored by every "
+                      "verifier (1 − cosine, lower is better):", "",
                   "| searched with | " + " | ".join(v) + " |", "|---" * (len(v) + 1) + "|"]
         for label, vals in q["cross"].items():
-            lines.append(f"| {label} | " + " | ".join(f"{x:.6f}" for x in vals) + " |")
+            lines.append(f"| {label} | " + " | ".join(f"{1 - x:.4e}" for x in vals) + " |")
     return "\n".join(lines)
 
 
