@@ -6,11 +6,12 @@ from .insertion import SleightAddIt, SleightAddItMask
 from .inversion import SleightInvert, SleightSourceTrajectory
 from .prompt import SleightR2FPrompt, SleightRareToFrequent
 from .routing import SleightFindTextLayers, SleightPromptRoute
+from .search import SleightNoiseSearch
 from .utils import SleightInspectAttention
 
 NODES = [SleightAPG, SleightPromptRoute, SleightFindTextLayers, SleightRareToFrequent, SleightR2FPrompt,
          SleightInspectAttention, SleightPAIntA, SleightRASG, SleightInvert, SleightSourceTrajectory, SleightAddIt,
-         SleightAddItMask]
+         SleightAddItMask, SleightNoiseSearch]
 
 
 class SleightExtension(ComfyExtension):

@@ -17,11 +17,13 @@ import comfy_env  # noqa: E402
 comfy_env.bootstrap()
 import torch  # noqa: E402
 
+import comfy.sample  # noqa: E402
+
 import tiny_models  # noqa: E402
 from sleight.attention_patches import arch, router, textkv, textswap  # noqa: E402
 from sleight.nodes.guidance import SleightAPG  # noqa: E402
 from sleight.nodes.prompt import SleightRareToFrequent  # noqa: E402
-from sleight.samplers import schedule  # noqa: E402
+from sleight.samplers import schedule, search, verifiers  # noqa: E402
 
 APG_DEFAULTS = dict(eta=0.0, momentum=-0.5, norm_threshold=15.0, start_percent=0.0, end_percent=1.0,
                     cfg_warmup_steps=0, cfg_warmup_scale=0.0, scale_threshold_by_latent_size=False)
@@ -208,6 +210,136 @@ def write_docs(text):
     doc.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
 
 
+# ---------------------------------------------------------------- noise search (issue 7)
+
+def _search_setup(name, size, steps):
+    import comfy.samplers
+
+    model, clip, vae = tiny_models.load(name)
+    pos, neg = tiny_models.encode(clip, MAIN), tiny_models.encode(clip, "")
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps).cpu()
+    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, size // 8, size // 8]))
+    return model, clip, vae, pos, neg, sigmas, latent
+
+
+def _search(model, pos, neg, sigmas, latent, seed, n, b, checks, cfg=5.0, decode=None, early_percent=0.0, **kw):
+    import comfy.samplers
+
+    # early_percent 0: the first step's x0 (at 0.4 the tiny random models give 1 - 1e-9 for every candidate)
+    settings = search.SearchSettings(mode="random", budget=n, batch_size=b, top_k=1, early_percent=early_percent, **kw)
+    return search.NoiseSearch(model, pos, neg, cfg, comfy.samplers.ksampler("euler"), sigmas, latent, seed, settings,
+                              checks, decode=decode).run()
+
+
+def measure_search_time(name, n, b, size, steps, repeats, cfg=5.0):
+    """Random search of n candidates in batches of b against ceil(n/b) x one batched sampling run of b rows."""
+    import comfy.samplers
+
+    model, _, _, pos, neg, sigmas, latent = _search_setup(name, size, steps)
+    sampler = comfy.samplers.ksampler("euler")
+
+    def batched_run():
+        noise = torch.cat([comfy.sample.prepare_noise(latent, 100 + i) for i in range(b)])
+        t0 = time.perf_counter()
+        comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, pos, neg, latent.repeat(b, 1, 1, 1),
+                                   disable_pbar=True, seed=100)
+        return time.perf_counter() - t0
+
+    def search_run():
+        t0 = time.perf_counter()
+        _search(model, pos, neg, sigmas, latent, 100, n, b, [verifiers.SelfConsistencyLatent()], cfg=cfg)
+        return time.perf_counter() - t0
+
+    batched_run(), search_run()                     # warm-up
+    one, whole = [], []
+    for i in range(repeats):
+        pair = [(one, batched_run), (whole, search_run)]
+        for times, fn in (pair if i % 2 == 0 else pair[::-1]):
+            times.append(fn())
+    calls = -(-n // b)
+    return {"model": name, "n": n, "b": b, "size": size, "steps": steps, "batched_run_s": min(one),
+            "search_s": min(whole), "ratio": min(whole) / (calls * min(one)),
+            "median_ratio": statistics.median(whole) / (calls * statistics.median(one))}
+
+
+def search_quality(name, size, steps, seeds, n_max=8):
+    """One random search of n_max candidates per seed, every verifier scored on every candidate (ensemble mode
+    keeps all raw scores): best-of-first-N for N = 1, 2, 4, 8 and the verifier-hacking cross table."""
+    model, clip, vae, pos, neg, sigmas, latent = _search_setup(name, size, steps)
+    cv = tiny_models.clip_vision()
+    ref_latent = _search(model, tiny_models.encode(clip, OTHER), neg, sigmas, latent, 999, 1, 1,
+                         [verifiers.SelfConsistencyLatent()]).top
+    reference = vae.decode(ref_latent)
+    checks = [verifiers.SelfConsistencyLatent(), verifiers.ReferenceSimilarity(cv, reference)]
+    names = [c.name for c in checks]
+    rows = []
+    for seed in seeds:
+        report = _search(model, pos, neg, sigmas, latent, seed, n_max, 4, checks, decode=vae.decode).report
+        rows.append([[c["scores"][k] for k in names] for c in report["candidates"]])   # seed order: seed, seed+1, ...
+    raw = torch.tensor(rows, dtype=torch.float64)                 # (seeds, n_max, verifiers)
+    curve = {}
+    for n in (1, 2, 4, 8):
+        if n <= n_max:
+            curve[n] = [float(raw[:, :n, j].max(1).values.mean()) for j in range(len(names))]
+    cross = {}
+    for label, pick in [("none (N = 1)", lambda r: 0)] + \
+            [(f"{k}", (lambda j: lambda r: int(r[:, j].argmax()))(j)) for j, k in enumerate(names)] + \
+            [("ensemble (rank average)", lambda r: int(verifiers.rank_average(r).argmax()))]:
+        chosen = [r[pick(r)] for r in raw]
+        cross[label] = [float(torch.stack(chosen)[:, j].mean()) for j in range(len(names))]
+    return {"model": name, "size": size, "steps": steps, "seeds": list(seeds), "verifiers": names,
+            "curve": curve, "cross": cross}
+
+
+def search_tables(times, quality):
+    lines = ["| model | N | batch b | one batched run, best (s) | search, best (s) | search / (⌈N/b⌉ × run) | ratio of medians |",
+             "|---|---|---|---|---|---|---|"]
+    for r in times:
+        lines.append(f"| {r['model']} | {r['n']} | {r['b']} | {r['batched_run_s']:.3f} | {r['search_s']:.3f} | "
+                     f"{r['ratio']:.3f}× | {r['median_ratio']:.3f}× |")
+    for q in quality:
+        v = q["verifiers"]
+        lines += ["", f"Best verifier score of random search with N candidates ({q['model']}, {q['size']}², "
+                      f"{q['steps']} steps, early x0 at the first step, mean over {len(q['seeds'])} seeds), shown as "
+                      "1 − cosine (lower is better):", "",
+                  "| N | " + " | ".join(f"1 − best {k}" for k in v) + " |", "|---" * (len(v) + 1) + "|"]
+        for n, vals in q["curve"].items():
+            lines.append(f"| {n} | " + " | ".join(f"{1 - x:.4e}" for x in vals) + " |")
+        lines += ["", f"Verifier hacking ({q['model']}, N = 8): the candidate each verifier picks, scored by every "
+                      "verifier (1 − cosine, lower is better):", "",
+                  "| searched with | " + " | ".join(v) + " |", "|---" * (len(v) + 1) + "|"]
+        for label, vals in q["cross"].items():
+            lines.append(f"| {label} | " + " | ".join(f"{1 - x:.4e}" for x in vals) + " |")
+    return "\n".join(lines)
+
+
+def write_search_docs(text):
+    doc = comfy_env.ROOT / "docs" / "BENCHMARKS.md"
+    src = doc.read_text()
+    start, end = "<!-- bench-search:start -->", "<!-- bench-search:end -->"
+    if start not in src:
+        src += ("\n## Noise search (`scripts/bench.py --search`)\n\n" + start + "\n" + end + "\n")
+    head, rest = src.split(start, 1)
+    doc.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
+def main_search(a):
+    names = sorted({r.split(":")[0] for r in a.search_runs} | set(a.search_quality))
+    tiny_models.ensure_models(names=names)
+    torch.set_grad_enabled(False)
+    times = []
+    for run in a.search_runs:                      # model:N:b
+        name, n, b = run.split(":")
+        times.append(measure_search_time(name, int(n), int(b), a.size, a.steps, a.repeats))
+        print(f"search {run}: {times[-1]['ratio']:.3f}x", flush=True)
+    quality = [search_quality(name, a.size, a.steps, range(a.seeds)) for name in a.search_quality]
+    text = search_tables(times, quality) + (f"\n\n_{torch.__version__}, {torch.get_num_threads()} threads, CPU; "
+                                            f"command: `scripts/bench.py --search`_")
+    print(text)
+    if a.write:
+        write_search_docs(text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="patch:model[:steps]")
@@ -215,7 +347,13 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--write", action="store_true", help="update the table in docs/BENCHMARKS.md")
+    ap.add_argument("--search", action="store_true", help="noise search: wall time, score vs N, verifier hacking")
+    ap.add_argument("--search-runs", nargs="+", default=["sd15:8:4", "sd15:8:8"], help="model:N:b")
+    ap.add_argument("--search-quality", nargs="*", default=["sd15"], help="models for the score tables")
+    ap.add_argument("--seeds", type=int, default=4, help="seeds averaged in the score tables")
     a = ap.parse_args()
+    if a.search:
+        return main_search(a)
     runs = [(r.split(":") + [a.steps])[:3] for r in a.runs]
     tiny_models.ensure_models(names=sorted({run[1] for run in runs}))
     torch.set_grad_enabled(False)

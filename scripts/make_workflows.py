@@ -133,8 +133,37 @@ def spec_hdpainter():
                     "into the hole).\nSame seed; the prompt is typed once, in PAIntA."}
 
 
-SPECS = {"sleight-hdpainter": spec_hdpainter, "sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
-         "sleight-rare-to-frequent": spec_rare_to_frequent}
+def spec_noise_search():
+    nodes, links = sdxl_base("a photo of a red fox in a snowy forest, detailed fur", "blurry, low quality")
+    links = [l for l in links if l[2] != "k1" and l[2] != "k0"]
+    nodes += [
+        ("ksel", "KSamplerSelect", "KSamplerSelect", {"sampler_name": "euler"}, 2, 0),
+        ("sched", "BasicScheduler", "BasicScheduler", {"scheduler": "normal", "steps": 30, "denoise": 1}, 2, 1),
+        ("search", "SleightNoiseSearch", "Sleight · Noise search",
+         {"cfg": 7, "seed": 806052, "control_after_generate": "fixed", "mode": "random", "budget": 8, "batch_size": 4,
+          "top_k": 4}, 3, 0),
+        ("d0", "VAEDecode", "VAE Decode · best", {}, 4, 0),
+        ("d1", "VAEDecode", "VAE Decode · top 4", {}, 4, 1),
+        ("s0", "SaveImage", "Save · best", {"filename_prefix": "sleight-noise-search/best"}, 5, 0),
+        ("s1", "SaveImage", "Save · top 4", {"filename_prefix": "sleight-noise-search/top"}, 5, 1),
+        ("show", "PreviewAny", "Scores (JSON)", {}, 4, 2),
+    ]
+    links += [("ckpt", 0, "search", "model"), ("pos", 0, "search", "positive"), ("neg", 0, "search", "negative"),
+              ("lat", 0, "search", "latent_image"), ("ksel", 0, "search", "sampler"), ("sched", 0, "search", "sigmas"),
+              ("ckpt", 0, "sched", "model"), ("search", 0, "d0", "samples"), ("search", 1, "d1", "samples"),
+              ("ckpt", 2, "d0", "vae"), ("ckpt", 2, "d1", "vae"), ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images"),
+              ("search", 2, "show", "source")]
+    return {"nodes": nodes, "links": links,
+            "note": "Inference-time search over noises (Ma et al. 2025).\nSleight · Noise search samples 8 seeds in "
+                    "batches of 4 and keeps the best by the self-consistency verifier (early x0 prediction vs final "
+                    "sample; no extra model). Connect Load CLIP Vision + the VAE for CLIP-space verifiers, a reference "
+                    "image for the reference verifier.\nThe scores output lists every candidate; best_seed reproduces "
+                    "the winner in SamplerCustom. Try mode zero_order or paths."}
+
+
+SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
+         "sleight-rare-to-frequent": spec_rare_to_frequent, "sleight-hdpainter": spec_hdpainter,
+         "sleight-noise-search": spec_noise_search}
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();

@@ -367,6 +367,28 @@ def encode(clip, text):
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
+TINY_CLIP_VISION = {"hidden_act": "quick_gelu", "hidden_size": 32, "image_size": 64, "intermediate_size": 64,
+                    "layer_norm_eps": 1e-05, "model_type": "clip_vision_model", "num_attention_heads": 2,
+                    "num_channels": 3, "num_hidden_layers": 2, "patch_size": 16, "projection_dim": 16}
+
+
+def clip_vision(tag="clip_vision"):
+    """A CLIP_VISION (comfy.clip_vision.ClipVisionModel, the class Load CLIP Vision builds) of the real ViT
+    architecture at toy size with seeded random weights: built in memory from a config, never saved."""
+    import json
+    import tempfile
+
+    bootstrap()
+    import comfy.clip_vision
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(TINY_CLIP_VISION, f)
+    model = comfy.clip_vision.ClipVisionModel(f.name)
+    Path(f.name).unlink()
+    _randomize(model.model, tag)
+    return model
+
+
 def default_cfg(name):
     return 1.0 if MODELS[name].arch == "flux" else 2.0
 
