@@ -41,7 +41,7 @@ class Plan:
 def source_at(trajectory, model_sampling, sigma, like: torch.Tensor) -> torch.Tensor:
     """The source latent at `sigma`, shaped and placed like `like` (the one place DesignEdit reads a trajectory)."""
     s = float(sigma)
-    x = trajectory.clean if s == 0.0 and not trajectory.inverted else trajectory.at(model_sampling, s)
+    x = trajectory.clean if s == 0.0 else trajectory.at(model_sampling, s)     # x*_0 is the clean source
     x = x.to(device=like.device, dtype=like.dtype)
     return x.expand(like.shape[0], *x.shape[1:]) if x.shape[0] == 1 else x
 
