@@ -38,6 +38,7 @@ class KeyMask:
         self.who = who
         self.empty = not bool((self.mask > 0).any()) and (self.union is None or not bool((self.union > 0).any()))
         self._resized = {}
+        self._per_key_cache = {}
 
     def _step(self, call):
         fwd = call.forward
@@ -68,26 +69,41 @@ class KeyMask:
             self._resized[key] = m
         return m
 
-    def run(self, call, attend):
-        rows = sorted({r for role in self.roles for r in call.rows.get(role, [])})
-        img = call.img if call.kind == "joint" else slice(0, call.k.shape[2])
-        m = self.mask_at(call).to(device=call.k.device)
+    def _per_key(self, call, rows, img):
+        """(B,1,Lk,1) key scale (zero) or (B,1,1,Lk) logit bias (exclude), cached per layer shape and rows."""
+        m = self.mask_at(call)
+        b, lk = call.k.shape[0], call.k.shape[2]
+        key = (id(m), rows, b, lk, img.start, img.stop, call.k.device, call.k.dtype)
+        t = self._per_key_cache.get(key)
+        if t is not None:
+            return t
         if m.numel() != img.stop - img.start:
             raise ValueError(f"{self.who}: layer {call.block} has {img.stop - img.start} image keys but the mask "
                              f"grid {call.grid} gives {m.numel()}; this model's token layout is not supported.")
+        keep = 1.0 - m
         if self.mode == "zero":
-            k = call.k.clone()
-            k[rows, :, img] = k[rows, :, img] * (1.0 - m).to(k.dtype)[None, None, :, None]
-            return attend(call.replace(k=k))
-        keep = (1.0 - m).float()
-        if call.kind == "self" and not bool((keep > 0).any()):
-            raise ValueError(f"{self.who}: 'exclude' masks every key of layer {call.block}: nothing is left to "
-                             "attend to. Use a smaller mask or the 'zero' key mode.")
-        b, lk = call.k.shape[0], call.k.shape[2]
-        bias = torch.zeros((b, 1, 1, lk), device=call.k.device, dtype=torch.float32)
-        bias[rows, :, :, img] = torch.log(keep)      # log 0 = −∞: a fully masked key gets no attention
-        if call.bias is not None:
-            bias = call.bias.float() + bias
+            t = torch.ones((b, 1, lk, 1), dtype=torch.float32)
+            t[list(rows), 0, img, 0] = keep
+            t = t.to(device=call.k.device, dtype=call.k.dtype)
+        else:
+            if call.kind == "self" and not bool((keep > 0).any()):
+                raise ValueError(f"{self.who}: 'exclude' masks every key of layer {call.block}: nothing is left "
+                                 "to attend to. Use a smaller mask or the 'zero' key mode.")
+            t = torch.zeros((b, 1, 1, lk), dtype=torch.float32)
+            t[list(rows), 0, 0, img] = torch.log(keep)      # log 0 = −∞: a fully masked key gets no attention
+            t = t.to(device=call.k.device)
+        if len(self._per_key_cache) > 256:
+            self._per_key_cache.clear()
+        self._per_key_cache[key] = t
+        return t
+
+    def run(self, call, attend):
+        rows = tuple(sorted({r for role in self.roles for r in call.rows.get(role, [])}))
+        img = call.img if call.kind == "joint" else slice(0, call.k.shape[2])
+        t = self._per_key(call, rows, img)
+        if self.mode == "zero":
+            return attend(call.replace(k=call.k * t))   # rows outside `rows` and text keys are multiplied by 1
+        bias = t if call.bias is None else call.bias.float() + t
         return attend(call.replace(bias=bias))
 
 

@@ -38,10 +38,13 @@ class Plan:
     who: str = "Sleight · DesignEdit remove"
 
 
-def source_at(trajectory, model_sampling, sigma, like: torch.Tensor) -> torch.Tensor:
+def source_at(trajectory, model_sampling, sigma, like: torch.Tensor, who="Sleight · DesignEdit") -> torch.Tensor:
     """The source latent at `sigma`, shaped and placed like `like` (the one place DesignEdit reads a trajectory)."""
     s = float(sigma)
-    x = trajectory.clean if s == 0.0 else trajectory.at(model_sampling, s)     # x*_0 is the clean source
+    try:
+        x = trajectory.clean if s == 0.0 else trajectory.at(model_sampling, s)     # x*_0 is the clean source
+    except ValueError as e:
+        raise ValueError(f"{who}: {e}") from None
     x = x.to(device=like.device, dtype=like.dtype)
     return x.expand(like.shape[0], *x.shape[1:]) if x.shape[0] == 1 else x
 
@@ -85,7 +88,7 @@ def edits(plan: Plan, sigmas: torch.Tensor, model_sampling) -> dict:
 def _apply(plan: Plan, todo, x, sigma, model_sampling):
     m = plan.mask.to(x)
     if "proximal" in todo or "blend" in todo:
-        src = source_at(plan.trajectory, model_sampling, sigma, x)
+        src = source_at(plan.trajectory, model_sampling, sigma, x, plan.who)
         if "proximal" in todo:
             x = x - plan.proximal_strength * (x - src) * (1.0 - m)
         if "blend" in todo:
@@ -119,7 +122,7 @@ def make_wrapper(plan: Plan):
                              f"{tuple(clean.shape[1:])}. Sample a latent of the source image's size.")
         n = len(sigmas) - 1
         todo = edits(plan, sigmas, ms)
-        x = source_at(plan.trajectory, ms, sigmas[0], noise)
+        x = source_at(plan.trajectory, ms, sigmas[0], noise, plan.who)
         seed = extra_args.get("seed")
         for a, b in _segments(n, todo):
             comfy.model_management.throw_exception_if_processing_interrupted()

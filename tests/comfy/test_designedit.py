@@ -224,3 +224,20 @@ def test_zoom_and_pan_nodes_feed_the_removal():
     assert image.shape == img.shape and mask.shape == (1, 64, 96) and mask[0, 0, 0] == 1 and mask[0, 32, 48] == 0
     image, mask = SleightDesignEditPan.execute(img, -32, 0).result
     assert mask[0, :, 64:].all() and mask[0, :, :64].sum() == 0
+
+
+def test_inverted_and_renoised_trajectories_are_read_alike():
+    """An inverted trajectory holding the re-noised latents gives the same edit; another schedule is refused."""
+    import comfy.samplers
+
+    model, clip, _ = load("sd15")
+    pos = neg = encode(clip, PROMPT)
+    src = source_for(model, clip)
+    ms = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(ms, "normal", STEPS).float()
+    recorded = [ms.noise_scaling(s.reshape(1), src.noise, src.clean.clone()) for s in sigmas]
+    inv = SourceTrajectory(src.clean, src.conditioning, sigmas=sigmas, latents=recorded)
+    outs = [sample(remove(model, t, pixel_box(), blend_end=0.5), pos, neg, steps=STEPS) for t in (src, inv)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="DesignEdit remove: the inverted trajectory has no latent at sigma"):
+        sample(remove(model, inv, pixel_box()), pos, neg, steps=STEPS + 1)
