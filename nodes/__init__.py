@@ -1,5 +1,6 @@
 """Node classes, one module per family; `SleightExtension` lists them for ComfyUI's V3 loader."""
 from ._compat import ComfyExtension
+from .designedit import NODES as DESIGNEDIT_NODES
 from .guidance import SleightAPG
 from .inpaint import SleightPAIntA, SleightRASG
 from .insertion import SleightAddIt, SleightAddItMask
@@ -11,7 +12,8 @@ from .utils import SleightInspectAttention
 
 NODES = [SleightAPG, SleightPromptRoute, SleightFindTextLayers, SleightRareToFrequent, SleightR2FPrompt,
          SleightInspectAttention, SleightPAIntA, SleightRASG, SleightInvert, SleightSourceTrajectory, SleightAddIt,
-         SleightAddItMask, SleightNoiseSearch]
+         SleightAddItMask, SleightNoiseSearch,
+         *DESIGNEDIT_NODES]
 
 
 class SleightExtension(ComfyExtension):

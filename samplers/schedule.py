@@ -76,3 +76,31 @@ class Window:
             return True
         s = as_float(sigma)
         return model_sampling.percent_to_sigma(self.end_percent) <= s <= model_sampling.percent_to_sigma(self.start_percent)
+
+
+def step_fraction(step: int, total: int) -> float:
+    """Step i of N as the fraction i/N of the sampler's schedule (0 = first step)."""
+    return step / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class StepWindow:
+    """The steps i of an N-step schedule with start <= i/N <= end: a paper's "steps a..b of 50" is
+    StepWindow(a/50, b/50), step-exact at 50 steps and scaled to any other step count. Steps come from the
+    sampler's own sigmas (`step_index`), so any scheduler, denoise or hires pass counts its own steps."""
+
+    start: float = 0.0
+    end: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.start <= 1.0 or not 0.0 <= self.end <= 1.0:
+            raise ValueError(f"step window must lie in [0, 1], got {self.start}..{self.end}")
+        if self.start > self.end:
+            raise ValueError(f"window start {self.start} is after its end {self.end}")
+
+    def contains_step(self, step: int, total: int) -> bool:
+        f = step_fraction(step, total)
+        return self.start - 1e-6 <= f <= self.end + 1e-6
+
+    def contains(self, sample_sigmas, sigma) -> bool:
+        return self.contains_step(step_index(sample_sigmas, sigma), total_steps(sample_sigmas))

@@ -20,10 +20,12 @@ import torch  # noqa: E402
 import comfy.sample  # noqa: E402
 
 import tiny_models  # noqa: E402
-from sleight.attention_patches import arch, router, textkv, textswap  # noqa: E402
+from sleight.attention_patches import arch, keymask, router, textkv, textswap  # noqa: E402
+from sleight.nodes.designedit import SleightDesignEditRemove  # noqa: E402
 from sleight.nodes.guidance import SleightAPG  # noqa: E402
 from sleight.nodes.prompt import SleightRareToFrequent  # noqa: E402
 from sleight.samplers import schedule, search, verifiers  # noqa: E402
+from sleight.samplers.trajectory import SourceTrajectory  # noqa: E402
 
 APG_DEFAULTS = dict(eta=0.0, momentum=-0.5, norm_threshold=15.0, start_percent=0.0, end_percent=1.0,
                     cfg_warmup_steps=0, cfg_warmup_scale=0.0, scale_threshold_by_latent_size=False)
@@ -51,7 +53,28 @@ class PassThrough(Idle):
 MAIN, OTHER = "a red circle at the top left", "a hairy object at the top left"
 
 
+def designedit_remove(model, clip, size):
+    """The whole removal node (key masking + segmented sampling with blending) on a re-noised random source."""
+    import comfy.sample
+
+    lat = comfy.sample.fix_empty_latent_channels(model, torch.zeros(1, 4, size // 8, size // 8))
+    g = torch.Generator().manual_seed(0)
+    src = SourceTrajectory(torch.randn(lat.shape, generator=g), tiny_models.encode(clip, ""),
+                           noise=torch.randn(lat.shape, generator=g))
+    mask = torch.zeros(1, size, size)
+    mask[:, size // 4: size // 2, size // 4: size // 2] = 1
+    return SleightDesignEditRemove.execute(model, src, mask, 20).result[0]
+
+
 def patched(kind, model, clip, size):
+    if kind == "keymask":        # DesignEdit key masking in every self-attention layer at every step
+        m = model.clone()
+        mask = torch.zeros(size // 8, size // 8)
+        mask[: size // 16, : size // 16] = 1
+        router.install(m, keymask.KeyMask(mask, schedule.StepWindow(0.0, 1.0)))
+        return m
+    if kind == "designedit":
+        return designedit_remove(model, clip, size)
     if kind == "apg":
         return SleightAPG.execute(model, **APG_DEFAULTS).result[0]
     if kind == "r2f":
@@ -190,7 +213,8 @@ def measure(name, kind, size, steps, repeats, cfg=5.0):
 DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", "router-pass:sdxl",
                 "r2f:sd15", "r2f:sdxl", "route-unet:sdxl_layout", "route-dit:sd3", "route-dit:flux_dev:4",
                 "painta:sd15_inpaint", "painta:sdxl", "painta-mem:sd15_inpaint", "rasg:sd15_inpaint", "rasg:sdxl",
-                "addit:sd15", "addit-mem:sd15", "addit:flux_dev:4"]
+                "addit:sd15", "addit-mem:sd15", "addit:flux_dev:4",
+                "keymask:sd15", "keymask:sdxl", "keymask:sd3", "keymask:flux_dev:4", "designedit:sdxl"]
 
 
 def table(rows):
