@@ -377,13 +377,13 @@ def paper_blocks(model, who: str):
     if a.name != "unet":
         return [layer.block for layer in layers if layer.kind == "joint"]
     lat = size // 8
-    picked = [layer.block for layer in layers if layer.kind == "self" and lat // layer.grid[0] in PAPER_FACTORS]
-    if not picked:
-        raise layerspec.LayerSpecError(
-            f"{who}: this {a.family} model has no self-attention at 1/2 or 1/4 of the latent size (the paper's "
-            f"levels). Set layers to custom and list them (valid: "
-            f"{layerspec.describe_valid(layerspec.block_ids(layers, ('self',)))}).")
-    return picked
+    selfs = [layer for layer in layers if layer.kind == "self"]
+    if not selfs:
+        raise layerspec.LayerSpecError(f"{who}: this {a.family} model has no self-attention layers.")
+    factors = {lat / layer.grid[0] for layer in selfs}
+    # A UNet without a level at 1/2 or 1/4 (e.g. a pruned one) takes the levels nearest to them (log scale).
+    wanted = {min(factors, key=lambda f: abs(math.log2(f / target))) for target in PAPER_FACTORS}
+    return [layer.block for layer in selfs if lat / layer.grid[0] in wanted]
 
 
 def resolve_blocks(model, choice: str, custom: str, who: str):

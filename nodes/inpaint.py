@@ -37,7 +37,8 @@ class SleightPAIntA(io.ComfyNode):
                             "paper's t > 500. 0 turns PAIntA off (the model still carries mask and prompt for RASG)."),
                 inp(io.Combo, "layers", options=[painta.AUTO, painta.CUSTOM], default=painta.AUTO,
                     tooltip="'paper levels (auto)': UNet self-attention at 1/2 and 1/4 of the latent size (16² and 32² "
-                            "at 512 px, the same relative depth at any size); SD3 / Flux: every joint block (no paper "
+                            "at 512 px, the same relative depth at any size; a UNet without those levels uses the nearest); "
+                            "SD3 / Flux: every joint block (no paper "
                             "setting exists there). 'custom': the block ids in custom_layers."),
                 inp(io.String, "custom_layers", default="*",
                     tooltip="Used when layers is 'custom': block ids as Sleight · Inspect attention layers lists them "

@@ -164,8 +164,17 @@ def test_bad_inputs_give_clear_errors():
         run(m, pos, neg, noise_mask=False)
     with pytest.raises(ValueError, match="RASG.*Sleight · PAIntA"):
         run(model, neg, neg, sampler=SleightRASG.execute(0.1).result[0])
-    with pytest.raises(ValueError, match="PAIntA.*no self-attention at 1/2 or 1/4"):
-        SleightPAIntA.execute(model, clip, PROMPT, hole_mask(), "", 0.5, painta.AUTO, "*")
+
+
+def test_auto_layers_are_the_paper_levels_or_the_nearest():
+    """SDXL's two transformer levels are 1/2 and 1/4 of the latent: auto takes them all; the one-level tiny SD1.5
+    has only the latent-size level, the nearest to the paper's: auto takes it instead of failing."""
+    from sleight.attention_patches import arch
+
+    for name in ("sdxl", "sd15"):
+        model, _, _ = load(name)
+        selfs = [layer.block for layer in arch.list_layers(model, 512, 512) if layer.kind == "self"]
+        assert painta.paper_blocks(model, "test") == selfs, name
 
 
 def test_rasg_runs_under_inference_mode_as_the_server_samples():
