@@ -18,6 +18,8 @@ from comfy_server import ComfyServer  # noqa: E402
 
 SDXL = {"name": "sd_xl_base_1.0.safetensors", "directory": "checkpoints",
         "url": "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors"}
+SD15_INPAINT = {"name": "sd-v1-5-inpainting.ckpt", "directory": "checkpoints",
+                "url": "https://huggingface.co/webui/stable-diffusion-inpainting/resolve/main/sd-v1-5-inpainting.ckpt"}
 KS = {"seed": 806052, "control_after_generate": "fixed", "steps": 30, "cfg": 7, "sampler_name": "euler",
       "scheduler": "normal", "denoise": 1}
 
@@ -96,16 +98,15 @@ def spec_rare_to_frequent():
 
 
 def spec_hdpainter():
-    """Latent-mask inpainting on SDXL: plain KSampler against PAIntA + the RASG sampler (SamplerCustom)."""
+    """SD1.5 inpainting (the paper's main model): plain DDIM against PAIntA + the RASG sampler (SamplerCustom)."""
     prompt = "a red vintage car"
     nodes = [
-        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SDXL)", {"ckpt_name": SDXL["name"]}, 0, 1),
+        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SD1.5 inpainting)", {"ckpt_name": SD15_INPAINT["name"]}, 0, 1),
         ("img", "LoadImage", "Image + hole (paint the mask in the mask editor)", {"image": example_inputs.IMAGE}, 1, 0),
         ("neg", "CLIPTextEncode", "Negative prompt", {"text": "blurry, low quality, deformed"}, 1, 1),
-        ("enc", "VAEEncode", "VAE Encode", {}, 1, 2),
-        ("lmask", "SetLatentNoiseMask", "Set Latent Noise Mask", {}, 2, 2),
         ("painta", "SleightPAIntA", "Sleight · PAIntA", {"text": prompt}, 2, 0),
-        ("rasg", "SleightRASG", "Sleight · RASG sampler", {"eta": 0.1}, 2, 1),
+        ("inp", "InpaintModelConditioning", "Inpaint conditioning", {"noise_mask": True}, 2, 1),
+        ("rasg", "SleightRASG", "Sleight · RASG sampler", {"eta": 0.1}, 2, 2),
         ("sched", "BasicScheduler", "Scheduler (50 steps)", {"scheduler": "ddim_uniform", "steps": 50, "denoise": 1.0}, 3, 1),
         ("k0", "KSampler", "KSampler · baseline", {**KS, "steps": 50, "cfg": 7.5, "sampler_name": "ddim",
                                                    "scheduler": "ddim_uniform"}, 3, 0),
@@ -115,22 +116,24 @@ def spec_hdpainter():
         ("s0", "SaveImage", "Save · baseline", {"filename_prefix": "sleight-hdpainter/baseline"}, 5, 0),
         ("s1", "SaveImage", "Save · HD-Painter", {"filename_prefix": "sleight-hdpainter/hdpainter"}, 5, 1),
     ]
-    links = [("ckpt", 1, "neg", "clip"), ("img", 0, "enc", "pixels"), ("ckpt", 2, "enc", "vae"),
-             ("enc", 0, "lmask", "samples"), ("img", 1, "lmask", "mask"),
+    links = [("ckpt", 1, "neg", "clip"),
              ("ckpt", 0, "painta", "model"), ("ckpt", 1, "painta", "clip"), ("img", 1, "painta", "mask"),
-             ("ckpt", 0, "k0", "model"), ("painta", 1, "k0", "positive"), ("neg", 0, "k0", "negative"),
-             ("lmask", 0, "k0", "latent_image"),
-             ("painta", 0, "sched", "model"), ("painta", 0, "k1", "model"), ("painta", 1, "k1", "positive"),
-             ("neg", 0, "k1", "negative"), ("rasg", 0, "k1", "sampler"), ("sched", 0, "k1", "sigmas"),
-             ("lmask", 0, "k1", "latent_image"),
+             ("painta", 1, "inp", "positive"), ("neg", 0, "inp", "negative"), ("ckpt", 2, "inp", "vae"),
+             ("img", 0, "inp", "pixels"), ("img", 1, "inp", "mask"),
+             ("ckpt", 0, "k0", "model"), ("inp", 0, "k0", "positive"), ("inp", 1, "k0", "negative"),
+             ("inp", 2, "k0", "latent_image"),
+             ("painta", 0, "sched", "model"), ("painta", 0, "k1", "model"), ("inp", 0, "k1", "positive"),
+             ("inp", 1, "k1", "negative"), ("rasg", 0, "k1", "sampler"), ("sched", 0, "k1", "sigmas"),
+             ("inp", 2, "k1", "latent_image"),
              ("k0", 0, "d0", "samples"), ("k1", 0, "d1", "samples"), ("ckpt", 2, "d0", "vae"), ("ckpt", 2, "d1", "vae"),
              ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
-    return {"nodes": nodes, "links": links,
-            "note": "HD-Painter (Manukyan et al., ICLR 2025) for inpainting.\nLoad an image and paint the hole with "
-                    "the mask editor. Top: plain DDIM, which tends to continue the surroundings into the hole. "
-                    "Bottom: Sleight · PAIntA (the hole attends less to known pixels the prompt does not mention) "
-                    "and the RASG sampler (DDIM eta 0.1 whose noise is the gradient pulling the prompt's attention "
-                    "into the hole).\nSame seed; the prompt is typed once, in PAIntA."}
+    return {"nodes": nodes, "links": links, "model": SD15_INPAINT,
+            "note": "HD-Painter (Manukyan et al., ICLR 2025) for inpainting, on SD1.5 inpainting as in the paper.\n"
+                    "Load an image and paint the hole with the mask editor. Top: plain DDIM, which tends to continue "
+                    "the surroundings into the hole. Bottom: Sleight · PAIntA (the hole attends less to known pixels "
+                    "the prompt does not mention) and the RASG sampler (DDIM eta 0.1 whose noise is the gradient "
+                    "pulling the prompt's attention into the hole).\nSame seed; the prompt is typed once, in PAIntA, "
+                    "which hands its encoding on."}
 
 
 def spec_noise_search():
@@ -197,7 +200,7 @@ BUILD_JS = r"""(spec) => {
 def main(names):
     with ComfyServer(log_path=comfy_env.OUTPUT / "workflows" / "server.log") as server, thumbnails.Frontend(server.url) as fe:
         for name in names:
-            spec = {**SPECS[name](), "model": SDXL}
+            spec = {"model": SDXL, **SPECS[name]()}
             ui = json.loads(fe.page.evaluate(BUILD_JS, spec))
             result = fe.load(ui, name)
             if result["missing"] or result["errored"]:

@@ -111,11 +111,13 @@ def test_workflow_runs(server, path, tmp_path):
     result = server.client.run(prompt)  # raises with the node's message on any error
     RUNS[stem_of(path)] = result
 
-    samplers = {nid for nid, n in prompt.items() if isinstance(n["inputs"].get("steps"), int)}
+    samplers = {nid for nid, n in prompt.items()   # KSampler-like nodes (schedulers take steps but show no bar)
+                if isinstance(n["inputs"].get("steps"), int) and not n["class_type"].endswith("Scheduler")}
     progress = result.of_type("progress")
     for nid in samplers:
         seen = [p for p in progress if str(p["node"]) == nid]
-        assert seen and seen[-1]["value"] == seen[-1]["max"] == prompt[nid]["inputs"]["steps"], \
+        # ddim_uniform can give one sigma more than asked (a ComfyUI quirk): a full bar of at least `steps`
+        assert seen and seen[-1]["value"] == seen[-1]["max"] >= prompt[nid]["inputs"]["steps"], \
             f"no complete progress for sampler node {nid}: {seen}"
 
     saves = demo.save_nodes(prompt)
