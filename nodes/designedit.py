@@ -1,10 +1,10 @@
 """DesignEdit nodes (sleight/edit): remove an object, move / resize / flip layers, zoom out and pan."""
 from ..attention_patches import keymask, router
 from ..samplers import designedit, fusion, schedule
-from ..samplers.trajectory import TRAJECTORY_TYPE, SourceTrajectory
+from ..samplers.trajectory import SourceTrajectory
 from ._compat import inp, io, schema
+from .inversion import Trajectory
 
-Trajectory = io.Custom(TRAJECTORY_TYPE)
 DesignLayers = io.Custom("SLEIGHT_DESIGN_LAYERS")
 KEY_MODES = {"zero keys (official)": "zero", "exclude keys": "exclude"}
 REFINE_DILATION = 10     # official: attend_mask(refine_mask) with its default attend_scale 10
