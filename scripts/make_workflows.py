@@ -18,6 +18,8 @@ from comfy_server import ComfyServer  # noqa: E402
 
 SDXL = {"name": "sd_xl_base_1.0.safetensors", "directory": "checkpoints",
         "url": "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors"}
+SD15 = {"name": "v1-5-pruned-emaonly-fp16.safetensors", "directory": "checkpoints",
+        "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors"}
 SD15_INPAINT = {"name": "sd-v1-5-inpainting.ckpt", "directory": "checkpoints",
                 "url": "https://huggingface.co/webui/stable-diffusion-inpainting/resolve/main/sd-v1-5-inpainting.ckpt"}
 KS = {"seed": 806052, "control_after_generate": "fixed", "steps": 30, "cfg": 7, "sampler_name": "euler",
@@ -37,9 +39,9 @@ def pair(trick, trick_title, ks, prefix):
         ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
 
 
-def sdxl_base(pos, neg, width=1024, height=1024):
+def sdxl_base(pos, neg, width=1024, height=1024, model=None, label="SDXL"):
     nodes = [
-        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SDXL)", {"ckpt_name": SDXL["name"]}, 0, 1),
+        ("ckpt", "CheckpointLoaderSimple", f"Load Checkpoint ({label})", {"ckpt_name": (model or SDXL)["name"]}, 0, 1),
         ("pos", "CLIPTextEncode", "Positive prompt", {"text": pos}, 1, 0),
         ("neg", "CLIPTextEncode", "Negative prompt", {"text": neg}, 1, 1),
         ("lat", "EmptyLatentImage", f"Empty latent {width}×{height}", {"width": width, "height": height, "batch_size": 1}, 1, 2),
@@ -51,7 +53,8 @@ def sdxl_base(pos, neg, width=1024, height=1024):
 
 
 def spec_apg():
-    nodes, links = sdxl_base("a photo of a red fox in a snowy forest, detailed fur", "blurry, low quality")
+    nodes, links = sdxl_base("a photo of a red fox in a snowy forest, detailed fur", "blurry, low quality", 512, 512,
+                             SD15, "SD1.5")
     more, more_links = pair("apg", "APG", {**KS, "cfg": 15}, "sleight-apg")
     return {"nodes": nodes + [("apg", "SleightAPG", "Sleight · APG", {}, 2, 1)] + more,
             "links": links + more_links + [("ckpt", 0, "apg", "model"), ("apg", 0, "k1", "model")],
@@ -137,7 +140,8 @@ def spec_hdpainter():
 
 
 def spec_noise_search():
-    nodes, links = sdxl_base("a photo of a red fox in a snowy forest, detailed fur", "blurry, low quality")
+    nodes, links = sdxl_base("a photo of a red fox in a snowy forest, detailed fur", "blurry, low quality", 512, 512,
+                             SD15, "SD1.5")
     links = [l for l in links if l[2] != "k1" and l[2] != "k0"]
     nodes += [
         ("ksel", "KSamplerSelect", "KSamplerSelect", {"sampler_name": "euler"}, 2, 0),
@@ -156,7 +160,7 @@ def spec_noise_search():
               ("ckpt", 0, "sched", "model"), ("search", 0, "d0", "samples"), ("search", 1, "d1", "samples"),
               ("ckpt", 2, "d0", "vae"), ("ckpt", 2, "d1", "vae"), ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images"),
               ("search", 2, "show", "source")]
-    return {"nodes": nodes, "links": links,
+    return {"nodes": nodes, "links": links, "model": SD15,
             "note": "Inference-time search over noises (Ma et al. 2025).\nSleight · Noise search samples 8 seeds in "
                     "batches of 4 and keeps the best by the self-consistency verifier (early x0 prediction vs final "
                     "sample; no extra model). Connect Load CLIP Vision + the VAE for CLIP-space verifiers, a reference "
