@@ -9,8 +9,12 @@ At the recording steps the attention mass of the target's image queries on the s
 as one more SDPA whose values are the subject-token indicator (an Lq×1 output, no attention matrix), in the
 paper's layers (Flux double 13, 14, 18, single 23, 33) or the layers at the same relative depth.
 """
+import logging
+
 import torch
 import torch.nn.functional as F
+
+import comfy.samplers
 
 from ..samplers import schedule
 from ..samplers.trajectory import SOURCE_ROLE
@@ -20,6 +24,7 @@ FLUX_DOUBLE, FLUX_SINGLE = 19, 38
 PAPER_RECORD_DEPTHS = tuple(i / 57 for i in (13, 14, 18, 19 + 23, 19 + 33))   # Flux's 57 blocks
 DOUBLE_SHARE = FLUX_DOUBLE / (FLUX_DOUBLE + FLUX_SINGLE)                       # first third of the depth
 TARGET_ROLES = ("cond", "uncond")
+log = logging.getLogger("sleight")
 
 
 def step_at(fraction: float, total: int) -> int:
@@ -59,10 +64,51 @@ def extended_attention(attend, q, k_src, v_src, k_tgt, v_tgt, gamma: float):
 
 
 def key_mass(q, k, key_weights):
-    """Σ_j softmax(q·kᵀ/√d)_ij · w_j for every query (B, H, Lq): attention mass on weighted keys, via SDPA
-    with the weights as a one-column value (no attention matrix is kept)."""
-    w = key_weights.to(q).reshape(1, 1, -1, 1).expand(q.shape[0], q.shape[1], -1, 1)
-    return F.scaled_dot_product_attention(q, k.to(q), w)[..., 0]
+    """Σ_j softmax(q·kᵀ/√d)_ij · w_j for every query: attention mass on weighted keys, via SDPA with the weights
+    as the values (no attention matrix is kept). Weights (Lk,) → (B, H, Lq); (Lk, C) → (B, H, Lq, C)."""
+    cols = key_weights.reshape(key_weights.shape[0], -1)
+    w = cols.to(q)[None, None].expand(q.shape[0], q.shape[1], -1, -1)
+    out = F.scaled_dot_product_attention(q, k.to(q), w)
+    return out[..., 0] if key_weights.ndim == 1 else out
+
+
+def source_target_mass(q, k_ext, n_src: int, tgt_img: slice):
+    """(mass on the source image keys, mass on the target image keys) of the queries `q` over the extended keys
+    [K_src_img (n_src) ; γ·K_tgt], summed over the queries and rows, averaged over the heads (official
+    `store_attention_ratios`, ratio_source 'text'); `tgt_img` is the image slice within the target's keys."""
+    w = torch.zeros(k_ext.shape[2], 2)
+    w[:n_src, 0] = 1.0
+    w[n_src + tgt_img.start:n_src + tgt_img.stop, 1] = 1.0
+    m = key_mass(q, k_ext, w).float().mean(1).sum((0, 1))
+    return float(m[0]), float(m[1])
+
+
+AUTO_RATIO, AUTO_RANGE, AUTO_XTOL = 1.05, (1.0, 1.2), 0.01   # official `target_auto_ratio`, brentq bracket, xtol
+AUTO_START = 1.05                                             # official γ before the auto step
+
+
+def solve_gamma(ratio_at, target: float = AUTO_RATIO, lo: float = AUTO_RANGE[0], hi: float = AUTO_RANGE[1],
+                xtol: float = AUTO_XTOL):
+    """γ in [lo, hi] with ratio_at(γ) = target (official: scipy brentq on text→target / text→source mass, each
+    probe a full forward). Without a sign change in the bracket, the end whose ratio is closer to the target
+    (the official code would raise there). Returns (γ, ratio at γ, {γ: ratio} of every probe)."""
+    seen = {}
+
+    def f(g):
+        g = float(g)
+        if g not in seen:
+            seen[g] = float(ratio_at(g))
+        return seen[g] - target
+
+    f_lo, f_hi = f(lo), f(hi)
+    if f_lo == 0 or f_hi == 0 or (f_lo < 0) != (f_hi < 0):
+        from scipy.optimize import brentq
+
+        g = float(brentq(f, lo, hi, xtol=xtol))
+    else:
+        g = lo if abs(f_lo) <= abs(f_hi) else hi
+    f(g)
+    return g, seen[g], seen
 
 
 # ---------------------------------------------------------------- the mask pipeline (blur, Otsu, dilate)
@@ -133,6 +179,11 @@ class AddItAttention:
         self.count = 0
         self.key = f"addit-{id(self):x}"
         self.last_mask = None                    # the blend mask of the last run (B,1,h,w), for inspection
+        # auto γ: layers whose attention masses decide it (Flux: the double-stream blocks, as the official
+        # 'transformer_blocks'; elsewhere every extended layer), and the running [source, target] masses of a probe
+        self.ratio_layers = {lk for lk in self.windows if arch_name != "flux" or lk[0].startswith("double")}
+        self.probe = None
+        self.auto = None                         # (γ, ratio, {γ: ratio}) of the last auto solve
 
     def active(self, call) -> bool:
         end = self.windows.get((call.block, call.kind))
@@ -177,13 +228,37 @@ class AddItAttention:
                 seen["sub"] = sub.replace(q=q, k=k, v=v)
                 return attend(seen["sub"])
 
-            out[target] = extended_attention(attend_qkv, sub.q, k_src, v_src, sub.k, sub.v, self.gamma)
+            gamma = self.gamma if self.probe is None else self.probe["gamma"]
+            out[target] = extended_attention(attend_qkv, sub.q, k_src, v_src, sub.k, sub.v, gamma)
             sub = seen["sub"]
+            if self.probe is not None and (call.block, call.kind) in self.ratio_layers and "cond" in rows:
+                self._measure(call, sub, [target.index(r) for r in rows["cond"]], offset)
         else:
             out[target] = attend(sub)
-        if self.records(call) and "cond" in rows:
+        if self.probe is None and self.records(call) and "cond" in rows:
             self._record(call, sub, rows["cond"], target, offset)
         return out
+
+    def _measure(self, call, sub, where, offset):
+        """Auto γ: mass of the text queries (UNet self-attention, which has none: the image queries) on the source
+        and on the target image keys, added to the probe's sums (mean over layers = sum, for the ratio)."""
+        queries = call.txt if call.kind == "joint" and call.txt is not None else call.img
+        src, tgt = source_target_mass(sub.q[where][:, :, queries], sub.k[where], offset, call.img)
+        self.probe["mass"][0] += src
+        self.probe["mass"][1] += tgt
+
+    def ratio_at(self, gamma, forward):
+        """text→target / text→source attention mass when `forward()` runs the target's cond rows with γ."""
+        self.probe = {"gamma": float(gamma), "mass": [0.0, 0.0]}
+        try:
+            forward()
+            src, tgt = self.probe["mass"]
+        finally:
+            self.probe = None
+        if src <= 0:
+            raise ValueError("Sleight · Add-it: auto gamma found no extended attention at its step; put the step "
+                             "inside the extended-attention window or set gamma by hand.")
+        return tgt / src
 
     def _record(self, call, sub, cond_rows, target, offset):
         """Mean attention mass of the cond rows' image queries on the subject tokens, on the latent grid."""
@@ -303,13 +378,16 @@ class AddItSettings:
     maps recorded at steps b−2..b and the latents blended right after step b, b = 15/30 (generated) or 18/30
     (real). A fraction ≥ 1 switches that part off."""
 
-    def __init__(self, gamma, double_end, single_end, structure_at, blend_at, dilation=1, user_mask=None):
+    def __init__(self, gamma, double_end, single_end, structure_at, blend_at, dilation=1, user_mask=None,
+                 auto_at=None):
         self.gamma, self.double_end, self.single_end = gamma, double_end, single_end
+        self.auto_at = auto_at     # auto γ: the step fraction it is solved at (official 5/30), None = fixed γ
         self.structure_at, self.blend_at, self.dilation, self.user_mask = structure_at, blend_at, dilation, user_mask
 
 
 def paper_defaults(real: bool) -> dict:
-    return {"gamma": 1.1 if real else 1.05, "structure_at": (4 if real else 2) / 30, "blend_at": (18 if real else 15) / 30}
+    return {"gamma": 1.1 if real else 1.05, "structure_at": (4 if real else 2) / 30, "blend_at": (18 if real else 15) / 30,
+            "auto_at": 5 / 30}
 
 
 def install(model, trajectory, positions, settings: AddItSettings, own_text_len=None, who="Sleight · Add-it"):
@@ -334,6 +412,7 @@ def install(model, trajectory, positions, settings: AddItSettings, own_text_len=
             run.done.add("init")
             effect.reset_run()
             effect.last_mask = None
+            effect.gamma = settings.gamma        # auto: the steps before the solve use the start value
             b = step_at(settings.blend_at, total)
             effect.record_steps = set(range(b - 2, b + 1)) if settings.user_mask is None and b + 1 < total else set()
         i, exact = run.step_of(timestep)
@@ -357,10 +436,32 @@ def install(model, trajectory, positions, settings: AddItSettings, own_text_len=
         i, _ = run.step_of(timestep)
         return i < step_at(ext_end, len(run.sigmas) - 1)
 
+    def after_source(run, x, timestep, model_options):
+        if settings.auto_at is None:
+            return
+        i, exact = run.step_of(timestep)
+        if not exact or i != step_at(settings.auto_at, len(run.sigmas) - 1) or ("auto", i) in run.done:
+            return
+        run.done.add(("auto", i))
+        positive = run.guider.conds.get("positive")
+        if positive is None:
+            raise ValueError(f"{who}: auto gamma needs a sampler with a positive conditioning (KSampler, "
+                             "SamplerCustom); set gamma by hand with this guider.")
+
+        def forward():      # one full forward of the target's cond rows at this step (each brentq probe)
+            comfy.samplers.calc_cond_batch(run.guider.inner_model, [positive], x, timestep, model_options)
+
+        effect.auto = solve_gamma(lambda g: effect.ratio_at(g, forward))
+        effect.gamma = effect.auto[0]
+        log.info("%s: auto gamma %.4f (text→target / text→source mass %.4f, target %.2f)", who, effect.auto[0],
+                 effect.auto[1], AUTO_RATIO)
+
     def after_run():
         effect.maps, effect.count = None, 0
+        effect.probe = None
 
-    traj_mod.add_source_row(m, trajectory, effect.cache.clear, active, before_source, who=who, after_run=after_run)
+    traj_mod.add_source_row(m, trajectory, effect.cache.clear, active, before_source, who=who, after_run=after_run,
+                            after_source=after_source)
     router.install(m, effect, who)
     return m, effect
 

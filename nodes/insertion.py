@@ -36,10 +36,13 @@ class SleightAddIt(io.ComfyNode):
                 inp(io.String, "subject", default="dog",
                     tooltip="The word(s) of the prompt that name the new object (any number of tokens; every "
                             "occurrence counts). Their attention makes the blending mask."),
-                inp(io.Float, "gamma", default=0.0, min=0.0, max=2.0, step=0.005,
+                inp(io.Float, "gamma", default=0.0, min=-1.0, max=2.0, step=0.005,
                     tooltip="Weight of the new image's own keys against the source's (gamma multiplies its keys). "
                             "0 = the paper's value: 1.05 for a generated source, 1.1 for a real (inverted) one. "
-                            "Raise it if the object does not appear; lower it to keep more of the source."),
+                            "-1 = auto: solved in [1, 1.2] at the auto_gamma_at step so that the prompt tokens "
+                            "attend 1.05x more to the new image than to the source (a few extra model calls "
+                            "at that step). Raise it if the object does not appear; lower it to keep more of the "
+                            "source."),
                 inp(io.Float, "structure_transfer", default=-1.0, min=-1.0, max=1.0, step=0.001,
                     tooltip="Fraction of the steps at which the new latent is replaced by the source re-noised to "
                             "that step. -1 = paper (2/30 generated, 4/30 real); 1 = off. Lower it if the object "
@@ -59,6 +62,10 @@ class SleightAddIt(io.ComfyNode):
                             "attention mask; outside it the result is blended back to the source."),
                 inp(io.Int, "dilation", default=1, min=0, max=16, advanced=True,
                     tooltip="The attention mask grows by this many tokens after Otsu thresholding."),
+                inp(io.Float, "auto_gamma_at", default=round(5 / 30, 4), min=0.0, max=1.0, step=0.001, advanced=True,
+                    tooltip="With gamma = -1 (auto): the fraction of the steps at which gamma is solved (paper: step "
+                            "5 of 30); the steps before it use 1.05. Must lie inside the extended-attention "
+                            "window."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The patched model; connect it to the sampler."),
@@ -70,13 +77,18 @@ class SleightAddIt(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, source, prompt, subject, gamma, structure_transfer, blend_at,
-                double_stream_end, single_stream_end, mask=None, dilation=1):
+                double_stream_end, single_stream_end, mask=None, dilation=1, auto_gamma_at=5 / 30):
         a = arch.detect(model, cls.WHO)
         paper = extended.paper_defaults(source.inverted)
         if not 0.0 <= double_stream_end <= 1.0 or not 0.0 <= single_stream_end <= 1.0:
             raise ValueError(f"{cls.WHO}: the stream ends are fractions of the steps in [0, 1].")
-        if gamma != 0.0 and gamma < 0.5:
-            raise ValueError(f"{cls.WHO}: gamma {gamma} is too small; use 0 for the paper's value or 1.0 to 1.2.")
+        auto = gamma == -1.0
+        if gamma not in (0.0, -1.0) and gamma < 0.5:
+            raise ValueError(f"{cls.WHO}: gamma {gamma} is too small; use 0 for the paper's value, -1 for auto, or "
+                             "1.0 to 1.2.")
+        if auto and auto_gamma_at >= max(double_stream_end, single_stream_end):
+            raise ValueError(f"{cls.WHO}: auto gamma is solved at {auto_gamma_at:.3f} of the steps, after the "
+                             "extended attention ends; lower auto_gamma_at or raise the stream ends.")
         positions = extended.subject_positions(clip, prompt, subject, a, cls.WHO)
         latent_hw = tuple(source.clean.shape[-2:])
         down = getattr(model.model.latent_format, "spacial_downscale_ratio", 8)
@@ -84,9 +96,10 @@ class SleightAddIt(io.ComfyNode):
         if mask is not None:
             user = extended.user_mask_to_latent(mask, latent_hw, down, mask.shape[0] if mask.ndim == 3 else 1, cls.WHO)
         settings = extended.AddItSettings(
-            gamma=gamma or paper["gamma"], double_end=double_stream_end, single_end=single_stream_end,
+            gamma=extended.AUTO_START if auto else (gamma or paper["gamma"]), double_end=double_stream_end, single_end=single_stream_end,
             structure_at=paper["structure_at"] if structure_transfer < 0 else structure_transfer,
-            blend_at=paper["blend_at"] if blend_at < 0 else blend_at, dilation=dilation, user_mask=user)
+            blend_at=paper["blend_at"] if blend_at < 0 else blend_at, dilation=dilation, user_mask=user,
+            auto_at=auto_gamma_at if auto else None)
         patched, effect = extended.install(model, source, positions, settings,
                                            extended.prompt_token_count(clip, prompt, a), cls.WHO)
         effect.downscale = down

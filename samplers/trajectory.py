@@ -183,14 +183,15 @@ class SourceRun:
 
 
 def add_source_row(model, trajectory: SourceTrajectory, clear, active=None, before_source=None,
-                   key: str = SOURCE_ROLE, who: str = "Sleight", after_run=None):
+                   key: str = SOURCE_ROLE, who: str = "Sleight", after_run=None, after_source=None):
     """Run `trajectory`'s source row in lockstep with the target, on `model` (a clone the caller owns).
 
     Before every target prediction: `clear()` (drop the K/V recorded at the previous step), then
     `before_source(run, x, timestep)` if given (latent surgery on the target: it may change x in place), then,
     when `active(run, timestep)` is true (default: always), one forward of the source conditioning on the
     source latent at this sigma. Its batch rows carry the role `key`, so a router effect records its K/V there
-    and injects into the target's rows right after. `clear()` and then `after_run()` (if given) also run when
+    and injects into the target's rows right after; `after_source(run, x, timestep, model_options)` then runs if
+    given (Add-it's auto γ probes the target there). `clear()` and then `after_run()` (if given) also run when
     sampling ends or is interrupted.
 
     Why a pre-pass and not the same forward: `calc_cond_batch` evaluates every cond on one shared x, and the
@@ -218,6 +219,8 @@ def add_source_row(model, trajectory: SourceTrajectory, clear, active=None, befo
         if active is None or active(run, timestep):
             x_src = run.source_at(timestep, x)
             run_side(guider, key, x_src, timestep[:1], model_options)
+            if after_source is not None:
+                after_source(run, x, timestep, model_options)
 
     def end_run():
         try:

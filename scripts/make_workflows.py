@@ -168,9 +168,50 @@ def spec_noise_search():
                     "the winner in SamplerCustom. Try mode zero_order or paths."}
 
 
+def spec_addit():
+    """Add-it on a generated SD1.5 image: the source from one KSampler, the same scene plus a dog from another."""
+    source = "a photo of a cozy living room with a grey sofa, warm afternoon light"
+    nodes = [
+        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SD1.5)", {"ckpt_name": SD15["name"]}, 0, 1),
+        ("pos", "CLIPTextEncode", "Source prompt", {"text": source}, 1, 0),
+        ("neg", "CLIPTextEncode", "Negative prompt", {"text": "blurry, low quality"}, 1, 1),
+        ("lat", "EmptyLatentImage", "Empty latent 512×512", {"width": 512, "height": 512, "batch_size": 1}, 1, 2),
+        ("k0", "KSampler", "KSampler · source (baseline)", KS, 2, 0),
+        ("traj", "SleightSourceTrajectory", "Sleight · Source trajectory",
+         {"noise_seed": KS["seed"], "control_after_generate": "fixed"}, 3, 0),
+        ("addit", "SleightAddIt", "Sleight · Add-it", {"prompt": source + " and a dog sleeping on the sofa",
+                                                      "subject": "dog"}, 3, 1),
+        ("k1", "KSampler", "KSampler · Add-it", KS, 4, 1),
+        ("mask", "SleightAddItMask", "Sleight · Add-it mask", {}, 5, 2),
+        ("m2i", "MaskToImage", "Mask to image", {}, 6, 2),
+        ("prev", "PreviewImage", "Preview · blend mask", {}, 7, 2),
+        ("d0", "VAEDecode", "VAE Decode · baseline", {}, 5, 0),
+        ("d1", "VAEDecode", "VAE Decode · Add-it", {}, 5, 1),
+        ("s0", "SaveImage", "Save · baseline", {"filename_prefix": "sleight-addit/baseline"}, 6, 0),
+        ("s1", "SaveImage", "Save · Add-it", {"filename_prefix": "sleight-addit/addit"}, 6, 1),
+    ]
+    links = [("ckpt", 1, "pos", "clip"), ("ckpt", 1, "neg", "clip"),
+             ("ckpt", 0, "k0", "model"), ("pos", 0, "k0", "positive"), ("neg", 0, "k0", "negative"),
+             ("lat", 0, "k0", "latent_image"),
+             ("ckpt", 0, "traj", "model"), ("k0", 0, "traj", "latent"), ("pos", 0, "traj", "conditioning"),
+             ("ckpt", 0, "addit", "model"), ("ckpt", 1, "addit", "clip"), ("traj", 0, "addit", "source"),
+             ("addit", 0, "k1", "model"), ("addit", 1, "k1", "positive"), ("neg", 0, "k1", "negative"),
+             ("lat", 0, "k1", "latent_image"),
+             ("addit", 0, "mask", "model"), ("k1", 0, "mask", "samples"), ("mask", 0, "m2i", "mask"),
+             ("m2i", 0, "prev", "images"),
+             ("k0", 0, "d0", "samples"), ("k1", 0, "d1", "samples"), ("ckpt", 2, "d0", "vae"), ("ckpt", 2, "d1", "vae"),
+             ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "model": SD15,
+            "note": "Add-it (Tewel et al., ICLR 2025): insert an object into a generated image without training.\n"
+                    "Top: the source image. Bottom: the same scene with the target prompt (source + 'and a dog "
+                    "sleeping on the sofa'); Sleight · Add-it runs the source in lockstep (extended attention, "
+                    "structure transfer, blending outside the dog's attention mask, previewed on the right).\n"
+                    "Change the subject word together with the prompt."}
+
+
 SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
          "sleight-rare-to-frequent": spec_rare_to_frequent, "sleight-hdpainter": spec_hdpainter,
-         "sleight-noise-search": spec_noise_search}
+         "sleight-noise-search": spec_noise_search, "sleight-addit": spec_addit}
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();

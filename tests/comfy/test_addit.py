@@ -41,6 +41,44 @@ def test_key_mass_equals_the_softmax_columns():
     assert torch.allclose(extended.key_mass(q, k, w), probs[..., [3, 5]].mean(-1), atol=1e-10)
 
 
+def auto_case():
+    """Random text queries whose text→target / text→source ratio crosses 1.05 inside [1, 1.2] (target image keys
+    = source image keys, so the ratio is exactly 1 at γ = 1 and grows with γ)."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 5, 16, generator=g, dtype=torch.float64)
+    k_src = torch.randn(1, 2, 12, 16, generator=g, dtype=torch.float64) + 0.5 * q.mean(2, keepdim=True)
+    k_tgt = torch.cat([torch.randn(1, 2, 5, 16, generator=g, dtype=torch.float64), k_src], 2)   # [text ; image]
+    return q, k_src, k_tgt, slice(5, 17)
+
+
+def reference_ratio(q, k_src, k_tgt, img, gamma):
+    """Official store_attention_ratios ('text'): full softmax, mean over heads, sums over the text queries."""
+    k = torch.cat([k_src, gamma * k_tgt], 2)
+    p = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1).mean(1).sum((0, 1))
+    n = k_src.shape[2]
+    return float(p[n + img.start:n + img.stop].sum() / p[:n].sum())
+
+
+def test_auto_gamma_solves_the_official_ratio_on_random_tensors():
+    q, k_src, k_tgt, img = auto_case()
+
+    def ratio(gamma):
+        k = torch.cat([k_src, gamma * k_tgt], 2)
+        src, tgt = extended.source_target_mass(q, k, k_src.shape[2], img)
+        assert abs(tgt / src - reference_ratio(q, k_src, k_tgt, img, gamma)) < 1e-6   # SDPA masses == softmax (float sums)
+        return tgt / src
+
+    gamma, got, probes = extended.solve_gamma(ratio)
+    lo, hi = 1.0, 1.2                                     # the exact root by bisection, for comparison
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if reference_ratio(q, k_src, k_tgt, img, mid) < 1.05 else (lo, mid)
+    assert 1.0 <= gamma <= 1.2 and abs(gamma - lo) <= 0.01 and abs(got - 1.05) < 0.015
+    assert len(probes) <= 8                               # brentq: a handful of forwards, not a sweep
+    # no root in the bracket: the closer end, never outside [1, 1.2]
+    assert extended.solve_gamma(lambda g: g - 0.5)[0] == 1.2 and extended.solve_gamma(lambda g: 5 * g)[0] == 1.0
+
+
 def test_blur_otsu_dilate_pipeline():
     blob = torch.zeros(1, 1, 8, 8)
     blob[..., 2:4, 4:6] = 1.0
@@ -57,11 +95,28 @@ def test_blur_otsu_dilate_pipeline():
     assert mask.shape == (1, 1, 16, 16) and mask[0, 0, 4:8, 8:12].all() and mask[0, 0, 10:, :6].sum() == 0
 
 
+# Shared samples: one source and one plain baseline per model, 3 steps, 64 px; the Add-it runs are what differ.
+STEPS = 3
+ARCH_ORDER = ["sdxl", "flux_dev", "sd3", "sd15"]     # leaves sd15/sd3/flux_dev loaded for the next tests and files
+assert sorted(ARCH_ORDER) == sorted(ARCH_MODELS)
+
+
+@functools.lru_cache(maxsize=8)
+def prompts(name):
+    _, clip, _ = load(name)
+    return encode(clip, TGT), encode(clip, "")
+
+
 @functools.lru_cache(maxsize=4)
 def source(name, seed=3):
     model, clip, _ = load(name)
-    clean = sample(model, encode(clip, SRC), encode(clip, ""), steps=3, seed=11)
+    clean = sample(model, encode(clip, SRC), prompts(name)[1], steps=2, seed=11)
     return SleightSourceTrajectory.execute(model, {"samples": clean}, encode(clip, SRC), seed).result[0]
+
+
+@functools.lru_cache(maxsize=4)
+def baseline(name):
+    return sample(load(name)[0], *prompts(name), steps=STEPS)
 
 
 def addit(name, traj, **kw):
@@ -71,7 +126,7 @@ def addit(name, traj, **kw):
     return SleightAddIt.execute(model, clip, traj, TGT, SUBJECT, **args).result
 
 
-def trace(model, pos, neg, steps=4):
+def trace(model, pos, neg, steps=STEPS):
     xs = []
     out = sample(model, pos, neg, steps=steps, callback=lambda i, x0, x, total: xs.append(x.clone()))
     return out, xs
@@ -79,15 +134,15 @@ def trace(model, pos, neg, steps=4):
 
 def test_everything_off_is_plain_sampling_bit_for_bit_and_the_model_is_left_alone():
     model, clip, _ = load("sd15")
-    pos, neg = encode(clip, TGT), encode(clip, "")
+    pos, neg = prompts("sd15")
     before = repr(model.model_options)
-    base = sample(model, pos, neg, steps=4)
+    base = baseline("sd15")
     off, _ = addit("sd15", source("sd15"), structure_transfer=1.0, blend_at=1.0, double_stream_end=0.0, single_stream_end=0.0)
-    assert torch.equal(sample(off, pos, neg, steps=4), base)
+    assert torch.equal(sample(off, pos, neg, steps=STEPS), base)
     on, _ = addit("sd15", source("sd15"))
-    out = sample(on, pos, neg, steps=4)
+    out = sample(on, pos, neg, steps=STEPS)
     assert not torch.equal(out, base)
-    assert repr(model.model_options) == before and torch.equal(sample(model, pos, neg, steps=4), base)
+    assert repr(model.model_options) == before and torch.equal(sample(model, pos, neg, steps=STEPS), base)
     effect = router.current_router(on).effects[0]
     assert effect.cache == {} and effect.maps is None, "per-step K/V and maps must be cleared after the run"
 
@@ -97,23 +152,20 @@ def test_source_row_runs_first_with_its_role_only_inside_the_window():
     on, pos = addit("sd15", traj, double_stream_end=0.25, single_stream_end=0.5, structure_transfer=1.0, blend_at=1.0)
     probe = Probe()
     router.install(on, probe)
-    model, clip, _ = load("sd15")
-    sample(on, pos, encode(clip, ""), steps=4)
+    sample(on, pos, prompts("sd15")[1], steps=3)
     roles = [tuple(sorted(f[0].rows)) for f in probe.forwards()]
-    # 4 steps, window 0.5 of the steps: the source row runs before the target at steps 0 and 1 only
-    assert roles == [(SOURCE_ROLE,), ("cond", "uncond"), (SOURCE_ROLE,), ("cond", "uncond"), ("cond", "uncond"),
-                     ("cond", "uncond")]
+    # 3 steps, window 0.5 of the steps (round(1.5) = 2): the source row runs before the target at steps 0, 1 only
+    assert roles == [(SOURCE_ROLE,), ("cond", "uncond"), (SOURCE_ROLE,), ("cond", "uncond"), ("cond", "uncond")]
 
 
 def test_structure_transfer_replaces_the_latent_with_the_renoised_source():
     model, clip, _ = load("sd15")
     traj = source("sd15")
-    on, pos = addit("sd15", traj, structure_transfer=0.25, blend_at=1.0)        # step 1 of 4
-    neg = encode(clip, "")
-    _, xs = trace(on, pos, neg)
+    on, pos = addit("sd15", traj, structure_transfer=1 / 3, blend_at=1.0)        # step 1 of 3
+    _, xs = trace(on, pos, prompts("sd15")[1])
     latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros(1, 4, 8, 8))
     noise = comfy.sample.prepare_noise(latent, 7)                              # tinyrun.sample's seed
-    sigmas = comfy.samplers.calculate_sigmas(model.model.model_sampling, "normal", 4)
+    sigmas = comfy.samplers.calculate_sigmas(model.model.model_sampling, "normal", STEPS)
     want = model.model.model_sampling.noise_scaling(sigmas[1:2], noise, traj.clean)
     assert torch.allclose(xs[1], want, atol=1e-5)
 
@@ -121,12 +173,11 @@ def test_structure_transfer_replaces_the_latent_with_the_renoised_source():
 def test_blending_with_a_user_mask_keeps_the_source_outside_and_reports_the_mask():
     model, clip, _ = load("sd15")
     traj = source("sd15")
-    neg = encode(clip, "")
     mask = torch.zeros(1, 64, 64)
     mask[:, :, 32:] = 1.0                                                        # right half may change
-    on, pos = addit("sd15", traj, blend_at=0.25, mask=mask, structure_transfer=1.0)   # blend before step 2
-    out, xs = trace(on, pos, neg)
-    sigmas = comfy.samplers.calculate_sigmas(model.model.model_sampling, "normal", 4)
+    on, pos = addit("sd15", traj, blend_at=1 / 3, mask=mask, structure_transfer=1.0)   # blend before step 2 of 3
+    out, xs = trace(on, pos, prompts("sd15")[1])
+    sigmas = comfy.samplers.calculate_sigmas(model.model.model_sampling, "normal", STEPS)
     src = traj.at(model.model.model_sampling, sigmas[2])
     assert torch.allclose(xs[2][..., :4], src[..., :4], atol=1e-6)
     assert not torch.allclose(xs[2][..., 4:], src[..., 4:], atol=1e-3)
@@ -134,31 +185,55 @@ def test_blending_with_a_user_mask_keeps_the_source_outside_and_reports_the_mask
     assert torch.equal(got, mask)
 
 
-@pytest.mark.parametrize("name", ARCH_MODELS)
-def test_runs_on_every_architecture_with_an_attention_mask(name):
-    model, clip, _ = load(name)
-    traj = source(name)
-    on, pos = addit(name, traj, blend_at=0.5)          # record steps 0-2, blend before step 3 of 4
-    neg = encode(clip, "")
-    out = sample(on, pos, neg, steps=4)
-    assert torch.isfinite(out).all() and not torch.equal(out, sample(model, pos, neg, steps=4))
-    mask = SleightAddItMask.execute(on, {"samples": out}).result[0]
-    assert mask.shape == (1, 64, 64) and 0 < mask.mean() <= 1
-
-
 def test_bad_inputs_name_the_node_and_the_fix():
     model, clip, _ = load("sd15")
     traj = source("sd15")
+    neg = prompts("sd15")[1]
     with pytest.raises(ValueError, match="Sleight · Add-it.*does not appear in the prompt"):
         SleightAddIt.execute(model, clip, traj, TGT, "giraffe", 0.0, -1.0, -1.0, 0.3, 0.6)
     with pytest.raises(ValueError, match="Sleight · Add-it.*resize the mask"):
         addit("sd15", traj, mask=torch.ones(1, 40, 64))
-    on, pos = addit("sd15", traj, mask=torch.ones(3, 64, 64), blend_at=0.25)
+    with pytest.raises(ValueError, match="Sleight · Add-it.*after the extended attention ends"):
+        addit("sd15", traj, gamma=-1.0, double_stream_end=0.1, single_stream_end=0.1, auto_gamma_at=0.2)
+    on, pos = addit("sd15", traj, mask=torch.ones(3, 64, 64), blend_at=0.0)     # blend before step 1
     with pytest.raises(ValueError, match="Sleight · Add-it.*one mask or one per image"):
-        sample(on, pos, encode(clip, ""), steps=4, batch=2)
+        sample(on, pos, neg, steps=STEPS, batch=2)
     on, pos = addit("sd15", traj)
     with pytest.raises(ValueError, match="Sleight · Add-it.*size of the source"):
-        sample(on, pos, encode(clip, ""), steps=2, size=96)
+        sample(on, pos, neg, steps=2, size=96)
     assert router.current_router(on).effects[0].cache == {}
     with pytest.raises(ValueError, match="Sleight · Add-it mask.*MODEL output"):
         SleightAddItMask.execute(model, {"samples": torch.zeros(1, 4, 8, 8)})
+
+
+@pytest.mark.parametrize("name", ARCH_ORDER)
+def test_runs_on_every_architecture_with_an_attention_mask(name):
+    traj = source(name)
+    on, pos = addit(name, traj, blend_at=1 / 3)        # record steps 0-1, blend before step 2 of 3
+    out = sample(on, pos, prompts(name)[1], steps=STEPS)
+    assert torch.isfinite(out).all() and not torch.equal(out, baseline(name))
+    effect = router.current_router(on).effects[0]
+    assert effect.last_mask is not None, "the subject maps were recorded and the latents blended"
+    mask = SleightAddItMask.execute(on, {"samples": out}).result[0]
+    assert mask.shape == (1, 64, 64) and 0 < mask.mean() <= 1
+
+
+@pytest.mark.parametrize("name", ["sd3", "sd15"])     # text queries (MM-DiT); image queries (UNet self-attention)
+def test_auto_gamma_on_a_real_model_is_solved_in_range_and_then_used(name):
+    traj = source(name)
+    pos, neg = prompts(name)
+    auto, _ = addit(name, traj, gamma=-1.0, blend_at=1.0, auto_gamma_at=0.0)    # solved at step 0, used at every step
+    out = sample(auto, pos, neg, steps=STEPS)
+    effect = router.current_router(auto).effects[0]
+    gamma, ratio, probes = effect.auto
+    assert 1.0 <= gamma <= 1.2 and effect.gamma == gamma and effect.probe is None
+    ratios = [probes[g] for g in sorted(probes)]
+    if 1.0 < gamma < 1.2:               # a root was bracketed: brentq's answer to its xtol (0.01 in gamma)
+        below = max(g for g in probes if probes[g] <= 1.05 and g <= gamma + 0.01)
+        above = min(g for g in probes if probes[g] >= 1.05 and g >= gamma - 0.01)
+        assert abs(above - below) <= 0.02 + 1e-9 or abs(ratio - 1.05) < 1e-3
+    else:                               # no root in [1, 1.2]: the end closest to 1.05
+        assert abs(ratio - 1.05) == min(abs(r - 1.05) for r in (ratios[0], ratios[-1]))
+    # the probes leave nothing behind: the same run with that gamma fixed is identical bit for bit
+    fixed, _ = addit(name, traj, gamma=gamma, blend_at=1.0)
+    assert torch.equal(sample(fixed, pos, neg, steps=STEPS), out)
