@@ -209,9 +209,44 @@ def spec_addit():
                     "Change the subject word together with the prompt."}
 
 
+def spec_addit_real():
+    """Add-it on a real image: Load Image → VAE Encode → Sleight · Invert → Add-it → KSampler (same steps/scheduler)."""
+    source = "a red circle and a blue square on a yellow background"
+    nodes = [
+        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SD1.5)", {"ckpt_name": SD15["name"]}, 0, 1),
+        ("img", "LoadImage", "Your image", {"image": example_inputs.IMAGE}, 1, 0),
+        ("pos", "CLIPTextEncode", "Source prompt (describe the image)", {"text": source}, 1, 1),
+        ("neg", "CLIPTextEncode", "Negative prompt", {"text": "blurry, low quality"}, 1, 2),
+        ("enc", "VAEEncode", "VAE Encode", {}, 2, 0),
+        ("inv", "SleightInvert", "Sleight · Invert image", {"steps": 30, "scheduler": "normal", "denoise": 1.0,
+                                                            "fixed_point_iterations": 2}, 3, 0),
+        ("addit", "SleightAddIt", "Sleight · Add-it", {"prompt": source + " and a cat", "subject": "cat"}, 3, 1),
+        ("k1", "KSampler", "KSampler · Add-it (same steps and scheduler as the inversion)",
+         {**KS, "cfg": 5.0, "steps": 30, "scheduler": "normal"}, 4, 1),
+        ("d0", "VAEDecode", "VAE Decode · baseline (the encoded image)", {}, 5, 0),
+        ("d1", "VAEDecode", "VAE Decode · Add-it", {}, 5, 1),
+        ("s0", "SaveImage", "Save · baseline", {"filename_prefix": "sleight-addit-real/baseline"}, 6, 0),
+        ("s1", "SaveImage", "Save · Add-it", {"filename_prefix": "sleight-addit-real/addit"}, 6, 1),
+    ]
+    links = [("ckpt", 1, "pos", "clip"), ("ckpt", 1, "neg", "clip"), ("img", 0, "enc", "pixels"), ("ckpt", 2, "enc", "vae"),
+             ("ckpt", 0, "inv", "model"), ("enc", 0, "inv", "latent"), ("pos", 0, "inv", "conditioning"),
+             ("ckpt", 0, "addit", "model"), ("ckpt", 1, "addit", "clip"), ("inv", 0, "addit", "source"),
+             ("addit", 0, "k1", "model"), ("addit", 1, "k1", "positive"), ("neg", 0, "k1", "negative"),
+             ("enc", 0, "k1", "latent_image"),
+             ("enc", 0, "d0", "samples"), ("k1", 0, "d1", "samples"), ("ckpt", 2, "d0", "vae"), ("ckpt", 2, "d1", "vae"),
+             ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "model": SD15,
+            "note": "Add-it (Tewel et al., ICLR 2025) on a real image.\nLoad your image and describe it in the source "
+                    "prompt; Sleight · Invert image turns it into a trajectory (DDIM inversion; rectified-flow with "
+                    "2 fixed-point iterations on SD3/Flux). Sleight · Add-it inserts the subject (γ 1.1, structure "
+                    "transfer at 4/30, blending at 18/30 for real images). Keep the KSampler's steps and scheduler "
+                    "equal to the inversion's."}
+
+
 SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
          "sleight-rare-to-frequent": spec_rare_to_frequent, "sleight-hdpainter": spec_hdpainter,
-         "sleight-noise-search": spec_noise_search, "sleight-addit": spec_addit}
+         "sleight-noise-search": spec_noise_search, "sleight-addit": spec_addit,
+         "sleight-addit-real": spec_addit_real}
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();
