@@ -20,6 +20,8 @@ SDXL = {"name": "sd_xl_base_1.0.safetensors", "directory": "checkpoints",
         "url": "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors"}
 SD15_INPAINT = {"name": "sd-v1-5-inpainting.ckpt", "directory": "checkpoints",
                 "url": "https://huggingface.co/webui/stable-diffusion-inpainting/resolve/main/sd-v1-5-inpainting.ckpt"}
+SD15 = {"name": "v1-5-pruned-emaonly-fp16.safetensors", "directory": "checkpoints",
+        "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors"}
 KS = {"seed": 806052, "control_after_generate": "fixed", "steps": 30, "cfg": 7, "sampler_name": "euler",
       "scheduler": "normal", "denoise": 1}
 
@@ -135,6 +137,47 @@ def spec_hdpainter():
                     "pulling the prompt's attention into the hole).\nSame seed; the prompt is typed once, in PAIntA, "
                     "which hands its encoding on."}
 
+DDIM50 = {**KS, "steps": 50, "cfg": 7.5, "sampler_name": "ddim", "scheduler": "ddim_uniform"}
+
+
+def designedit_source(title):
+    """SD1.5 + LoadImage -> VAE Encode -> DDIM inversion (empty prompt, 50 ddim_uniform steps, as the paper);
+    the decoded source is the baseline save."""
+    nodes = [
+        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SD1.5)", {"ckpt_name": SD15["name"]}, 0, 1),
+        ("img", "LoadImage", title, {"image": example_inputs.IMAGE}, 1, 0),
+        ("empty", "CLIPTextEncode", "Empty prompt (positive and negative)", {"text": ""}, 1, 1),
+        ("enc", "VAEEncode", "VAE Encode", {}, 2, 0),
+        ("inv", "SleightInvert", "Sleight · Invert image (DDIM, 50 steps)",
+         {"steps": 50, "scheduler": "ddim_uniform", "denoise": 1.0, "fixed_point_iterations": 0}, 2, 1),
+        ("k1", "KSampler", "KSampler (ddim, cfg 7.5, empty prompt)", DDIM50, 4, 0),
+        ("d0", "VAEDecode", "VAE Decode · source", {}, 5, 1),
+        ("d1", "VAEDecode", "VAE Decode · edit", {}, 5, 0),
+    ]
+    links = [("ckpt", 1, "empty", "clip"), ("img", 0, "enc", "pixels"), ("ckpt", 2, "enc", "vae"),
+             ("ckpt", 0, "inv", "model"), ("enc", 0, "inv", "latent"), ("empty", 0, "inv", "conditioning"),
+             ("empty", 0, "k1", "positive"), ("empty", 0, "k1", "negative"), ("enc", 0, "k1", "latent_image"),
+             ("enc", 0, "d0", "samples"), ("ckpt", 2, "d0", "vae"), ("k1", 0, "d1", "samples"), ("ckpt", 2, "d1", "vae")]
+    return nodes, links
+
+
+def spec_designedit_remove():
+    nodes, links = designedit_source("Image + mask of the object (paint it in the mask editor)")
+    nodes += [
+        ("remove", "SleightDesignEditRemove", "Sleight · DesignEdit remove object", {"dilation": 20}, 3, 0),
+        ("s0", "SaveImage", "Save · baseline (source)", {"filename_prefix": "sleight-designedit-remove/baseline"}, 6, 1),
+        ("s1", "SaveImage", "Save · object removed", {"filename_prefix": "sleight-designedit-remove/removed"}, 6, 0),
+    ]
+    links += [("ckpt", 0, "remove", "model"), ("inv", 0, "remove", "source"), ("img", 1, "remove", "mask"),
+              ("remove", 0, "k1", "model"), ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "model": SD15,
+            "note": "DesignEdit (Jia et al., AAAI 2025): remove an object without training or an inpainting model.\n"
+                    "Load an image and paint the object with the mask editor. Sleight · Invert runs DDIM backwards "
+                    "(50 steps, empty prompt); DesignEdit masks the object's keys in every self-attention layer of "
+                    "the positive row, and CFG 7.5 with the same empty prompt on both sides amplifies that, so the "
+                    "background grows into the hole. Outside the mask the latent follows the source.\n"
+                    "Sample with the same steps and scheduler as the inversion (ddim, ddim_uniform, 50)."}
+
 
 def spec_noise_search():
     nodes, links = sdxl_base("a photo of a red fox in a snowy forest, detailed fur", "blurry, low quality")
@@ -166,7 +209,8 @@ def spec_noise_search():
 
 SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
          "sleight-rare-to-frequent": spec_rare_to_frequent, "sleight-hdpainter": spec_hdpainter,
-         "sleight-noise-search": spec_noise_search}
+         "sleight-noise-search": spec_noise_search,
+         "sleight-designedit-remove": spec_designedit_remove}
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();
