@@ -138,6 +138,90 @@ def spec_hdpainter():
                     "pulling the prompt's attention into the hole).\nSame seed; the prompt is typed once, in PAIntA, "
                     "which hands its encoding on."}
 
+DDIM50 = {**KS, "steps": 50, "cfg": 7.5, "sampler_name": "ddim", "scheduler": "ddim_uniform"}
+
+
+def designedit_source(title, pixels=("img", 0)):
+    """SD1.5 + LoadImage -> VAE Encode -> DDIM inversion (empty prompt, 50 ddim_uniform steps, as the paper);
+    the decoded source is the baseline save."""
+    nodes = [
+        ("ckpt", "CheckpointLoaderSimple", "Load Checkpoint (SD1.5)", {"ckpt_name": SD15["name"]}, 0, 1),
+        ("img", "LoadImage", title, {"image": example_inputs.IMAGE}, 1, 0),
+        ("empty", "CLIPTextEncode", "Empty prompt (positive and negative)", {"text": ""}, 1, 1),
+        ("enc", "VAEEncode", "VAE Encode", {}, 2, 0),
+        ("inv", "SleightInvert", "Sleight · Invert image (DDIM, 50 steps)",
+         {"steps": 50, "scheduler": "ddim_uniform", "denoise": 1.0, "fixed_point_iterations": 0}, 2, 1),
+        ("k1", "KSampler", "KSampler (ddim, cfg 7.5, empty prompt)", DDIM50, 4, 0),
+        ("d0", "VAEDecode", "VAE Decode · source", {}, 5, 1),
+        ("d1", "VAEDecode", "VAE Decode · edit", {}, 5, 0),
+    ]
+    links = [("ckpt", 1, "empty", "clip"), (*pixels, "enc", "pixels"), ("ckpt", 2, "enc", "vae"),
+             ("ckpt", 0, "inv", "model"), ("enc", 0, "inv", "latent"), ("empty", 0, "inv", "conditioning"),
+             ("empty", 0, "k1", "positive"), ("empty", 0, "k1", "negative"), ("enc", 0, "k1", "latent_image"),
+             ("enc", 0, "d0", "samples"), ("ckpt", 2, "d0", "vae"), ("k1", 0, "d1", "samples"), ("ckpt", 2, "d1", "vae")]
+    return nodes, links
+
+
+def spec_designedit_remove():
+    nodes, links = designedit_source("Image + mask of the object (paint it in the mask editor)")
+    nodes += [
+        ("remove", "SleightDesignEditRemove", "Sleight · DesignEdit remove object", {"dilation": 20}, 3, 0),
+        ("s0", "SaveImage", "Save · baseline (source)", {"filename_prefix": "sleight-designedit-remove/baseline"}, 6, 1),
+        ("s1", "SaveImage", "Save · object removed", {"filename_prefix": "sleight-designedit-remove/removed"}, 6, 0),
+    ]
+    links += [("ckpt", 0, "remove", "model"), ("inv", 0, "remove", "source"), ("img", 1, "remove", "mask"),
+              ("remove", 0, "k1", "model"), ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "model": SD15,
+            "note": "DesignEdit (Jia et al., AAAI 2025): remove an object without training or an inpainting model.\n"
+                    "Load an image and paint the object with the mask editor. Sleight · Invert runs DDIM backwards "
+                    "(50 steps, empty prompt); DesignEdit masks the object's keys in every self-attention layer of "
+                    "the positive row, and CFG 7.5 with the same empty prompt on both sides amplifies that, so the "
+                    "background grows into the hole. Outside the mask the latent follows the source.\n"
+                    "Sample with the same steps and scheduler as the inversion (ddim, ddim_uniform, 50)."}
+
+
+def spec_designedit_layers():
+    nodes, links = designedit_source("Image + mask of the object to move (paint it in the mask editor)")
+    nodes += [
+        ("remove", "SleightDesignEditRemove", "Sleight · DesignEdit remove object (its old place)", {"dilation": 20}, 3, 0),
+        ("layer", "SleightDesignEditLayer", "Sleight · DesignEdit layer (move, 3/4 size, flip)",
+         {"move_x": -48, "move_y": 40, "scale": 0.75, "flip": "horizontal"}, 3, 1),
+        ("layers", "SleightDesignEditLayers", "Sleight · DesignEdit layers", {}, 3, 2),
+        ("s0", "SaveImage", "Save · baseline (source)", {"filename_prefix": "sleight-designedit-layers/baseline"}, 6, 1),
+        ("s1", "SaveImage", "Save · object moved", {"filename_prefix": "sleight-designedit-layers/moved"}, 6, 0),
+    ]
+    links += [("ckpt", 0, "remove", "model"), ("inv", 0, "remove", "source"), ("img", 1, "remove", "mask"),
+              ("enc", 0, "layer", "latent"), ("img", 1, "layer", "mask"),
+              ("remove", 0, "layers", "model"), ("layer", 0, "layers", "layers"),
+              ("layers", 0, "k1", "model"), ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "model": SD15,
+            "note": "DesignEdit (Jia et al., AAAI 2025): move, resize and flip an object.\n"
+                    "Paint the object with the mask editor. DesignEdit remove object fills its old place (key-masked "
+                    "self-attention, CFG 7.5 on an empty prompt); DesignEdit layer takes the object from the same "
+                    "latent and mask, moves it (pixels, snapped to 8), scales it about its centre and flips it; "
+                    "DesignEdit layers pastes it at step 42 of 50, and the last 8 steps harmonise it.\n"
+                    "Sample with the same steps and scheduler as the inversion (ddim, ddim_uniform, 50)."}
+
+
+def spec_designedit_zoom_out():
+    nodes, links = designedit_source("Image", pixels=("zoom", 0))
+    nodes += [
+        ("zoom", "SleightDesignEditZoomOut", "Sleight · DesignEdit zoom out (0.75)",
+         {"scale_width": 0.75, "scale_height": 0.75}, 1, 2),
+        ("remove", "SleightDesignEditRemove", "Sleight · DesignEdit remove object (the border)", {"dilation": 30}, 3, 0),
+        ("s0", "SaveImage", "Save · baseline (shrunk source)", {"filename_prefix": "sleight-designedit-zoom-out/baseline"}, 6, 1),
+        ("s1", "SaveImage", "Save · zoomed out", {"filename_prefix": "sleight-designedit-zoom-out/zoomed"}, 6, 0),
+    ]
+    links += [("img", 0, "zoom", "image"),
+              ("ckpt", 0, "remove", "model"), ("inv", 0, "remove", "source"), ("zoom", 1, "remove", "mask"),
+              ("remove", 0, "k1", "model"), ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "model": SD15,
+            "note": "DesignEdit (Jia et al., AAAI 2025): zoom out.\n"
+                    "DesignEdit zoom out shrinks the picture into its centre and returns the border as a mask; "
+                    "the shrunk image is inverted and DesignEdit remove object (dilation 30, as the paper) repaints "
+                    "the border as new surroundings.\n"
+                    "Sample with the same steps and scheduler as the inversion (ddim, ddim_uniform, 50)."}
+
 
 def spec_noise_search():
     nodes, links = sdxl_base("a photo of a red fox in a snowy forest, detailed fur", "blurry, low quality", 512, 512,
@@ -246,7 +330,8 @@ def spec_addit_real():
 SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
          "sleight-rare-to-frequent": spec_rare_to_frequent, "sleight-hdpainter": spec_hdpainter,
          "sleight-noise-search": spec_noise_search, "sleight-addit": spec_addit,
-         "sleight-addit-real": spec_addit_real}
+         "sleight-addit-real": spec_addit_real, "sleight-designedit-remove": spec_designedit_remove,
+         "sleight-designedit-layers": spec_designedit_layers, "sleight-designedit-zoom-out": spec_designedit_zoom_out}
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();
