@@ -101,7 +101,8 @@ def _trainable_weights(module):
 class _GradModel:
     """The sampler's model, evaluated with gradients; the normalised ∇S of the last call is kept as `noise`."""
 
-    def __init__(self, model, recorder):
+    def __init__(self, model, recorder, copy_saved_activations=False):
+        self.copy_saved = copy_saved_activations
         self.model = model
         self.inner_model = model.inner_model
         self.recorder = recorder
@@ -111,7 +112,9 @@ class _GradModel:
         import comfy.model_management
 
         comfy.model_management.throw_exception_if_processing_interrupted()
-        with torch.inference_mode(False), torch.enable_grad():
+        saved = (torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone() if t.requires_grad else t, lambda t: t)
+                 if self.copy_saved else contextlib.nullcontext())
+        with torch.inference_mode(False), torch.enable_grad(), saved:
             xg = x.detach().clone().requires_grad_(True)
             # the server samples under inference_mode: its tensors (e.g. the inpainting denoise_mask that
             # multiplies x) cannot be saved for backward, ordinary clones can
@@ -160,17 +163,15 @@ def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     guider = model.inner_model
     base = guider.inner_model
     a = arch_mod.detect(base, WHO)
-    if a.name == "flux":
-        raise ValueError(f"{WHO}: Flux is not supported: ComfyUI's Flux blocks update their activations in place, "
-                         "which makes backpropagation through the model impossible. Use Sleight · PAIntA with any "
-                         "sampler on Flux, or RASG on SD1.5 / SDXL / SD3.")
     factor = unet_factor(base, tuple(x.shape[-2:])) if a.name == "unet" else None
     recorder = ScoreRecorder(target, a, factor)
     if objective_scale == 0.0:
         recorder.objective = lambda: None       # tests: zero objective
     _install_recorder(model_options, recorder, base)
     to.setdefault(router.ROLES_KEY, getattr(guider, "conds", {}))
-    gm = _GradModel(model, recorder)
+    # ComfyUI's Flux blocks add to their activations in place (img += ...) after saving them for backward:
+    # keep copies of the saved activations there (weights, which need no gradient, are not copied)
+    gm = _GradModel(model, recorder, copy_saved_activations=a.name == "flux")
     with _trainable_weights(base.diffusion_model):
         return kd.sample_euler_ancestral(gm, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
                                          eta=eta, s_noise=1.0, noise_sampler=lambda s, sn: gm.noise)
