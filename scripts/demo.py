@@ -4,8 +4,13 @@ For each `tests/workflows/<stem>.api.json` (the API twin of `example_workflows/<
 names are swapped for the tiny models, latents shrink to 128 px and samplers to at most 12 steps; the prompt is
 queued over HTTP, progress followed on the WebSocket, the images fetched into output/demo/<stem>/, and
 output/demo/contact-sheet.png shows each workflow's "baseline" image beside its trick images.
-Exit status 1 if any workflow fails. The tiny models are random-weight: the images are noise-like; the demo shows
-that the graphs run, not what the tricks look like.
+Exit status 1 if any workflow fails.
+
+Workflows on SD1.5 or SDXL (SHAPES_WORKFLOWS) run on the trained shapes model instead (models/shapes, shapes/README.md):
+its checkpoint replaces the real one, a CLIPLoader with its frozen CLIP-L feeds every CLIP input, and each prompt is
+swapped for a shapes-world caption (SHAPES_TEXT), so their pictures are real pictures of the shapes world, at most
+20 steps. The others (prompt routing's text layers, SD3, Flux) run on random-weight tiny models: their images are
+noise-like and show only that the graphs run.
 """
 import copy
 import json
@@ -22,6 +27,7 @@ EXAMPLES = comfy_env.ROOT / "example_workflows"
 API_TWINS = comfy_env.ROOT / "tests" / "workflows"
 OUT = comfy_env.OUTPUT / "demo"
 MAX_SIDE, MAX_STEPS = 128, 12
+SHAPES_STEPS = 20  # the shapes model's adherence is measured at 20 steps (shapes/adherence.py)
 
 # real file name a workflow names -> (tiny model, role in tiny_models.MODELS[...].files)
 SUBSTITUTES = {
@@ -38,6 +44,89 @@ SUBSTITUTES = {
 # T5-XXL has no tiny twin: multi-encoder loaders become CLIPLoader(tiny CLIP-L, type "sd3"), 4096-wide like T5
 MULTI_CLIP_LOADERS = {"DualCLIPLoader", "TripleCLIPLoader"}
 EMPTY_LATENTS = {"EmptyLatentImage", "EmptySD3LatentImage"}
+
+
+# Workflows whose pictures the shapes model can draw; the text-routing one needs SDXL's text layers and letters.
+SHAPES_WORKFLOWS = ("sleight-apg", "sleight-rare-to-frequent", "sleight-hdpainter", "sleight-noise-search",
+                    "sleight-addit", "sleight-addit-real", "sleight-designedit-remove", "sleight-designedit-layers",
+                    "sleight-designedit-zoom-out")
+SHAPES_CHECKPOINTS = {"v1-5-pruned-emaonly.safetensors", "v1-5-pruned-emaonly-fp16.safetensors",
+                      "sd-v1-5-inpainting.ckpt", "sd_xl_base_1.0.safetensors"}
+_LIVING_ROOM = "a photo of a cozy living room with a grey sofa, warm afternoon light"
+_RED_BLUE = "a red circle and a blue square on a yellow background"
+# Each text a shapes workflow holds -> a caption of the shapes world (shapes/world.py's grammar); negatives -> "".
+SHAPES_TEXT = {
+    "": "",
+    "blurry, low quality": "",
+    "blurry, low quality, deformed": "",
+    "a photo of a red fox in a snowy forest, detailed fur": "a large orange circle in the centre on a white background",
+    _LIVING_ROOM: "a large red circle on the left on a yellow background",
+    _LIVING_ROOM + " and a dog sleeping on the sofa":
+        "a large red circle on the left and a large blue square on the right on a yellow background",
+    "dog": "blue square",
+    _RED_BLUE: "a large red circle on the left and a large blue square on the right on a yellow background",
+    _RED_BLUE + " and a cat":
+        "a large red circle on the left, a large blue square on the right and a large green triangle at the top "
+        "on a yellow background",
+    "cat": "green triangle",
+    "a red vintage car": "a large purple star on the right on a yellow background",
+    "### Input: A hairy hamburger on a wooden table\n### Visual Detail Level: 5\n### Final Prompt Sequence: "
+    "A hairy object BREAK A hairy hamburger":
+        "### Input: a large red star in the centre on a black background\n### Visual Detail Level: 3\n"
+        "### Final Prompt Sequence: a large red circle in the centre on a black background BREAK "
+        "a large red star in the centre on a black background",
+}
+TEXT_INPUTS = ("text", "prompt", "subject")
+
+
+def shapes_checkpoint():
+    """The trained shapes checkpoint, or None where it is not there."""
+    comfy_env.import_pack()
+    from sleight.shapes import train
+
+    return train.CHECKPOINT if train.CHECKPOINT.is_file() else None
+
+
+def shapes_prompt(prompt, stem=""):
+    """A copy of an API prompt on the shapes model: its checkpoint, its CLIP-L through a CLIPLoader, shapes-world
+    captions, 128 px, <= 20 steps. KeyError names a text SHAPES_TEXT lacks."""
+    comfy_env.import_pack()
+    from sleight.shapes import train
+
+    prompt = copy.deepcopy(prompt)
+    clip_id = str(max(int(k) for k in prompt if k.isdigit()) + 1)
+    loaders = set()
+    for nid, node in prompt.items():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            if inputs["ckpt_name"] not in SHAPES_CHECKPOINTS:
+                raise KeyError(f"{stem}: {inputs['ckpt_name']} has no shapes-model stand-in")
+            inputs["ckpt_name"] = train.CHECKPOINT.name
+            loaders.add(nid)
+        for key in TEXT_INPUTS:
+            if isinstance(inputs.get(key), str):
+                if inputs[key] not in SHAPES_TEXT:
+                    raise KeyError(f"{stem}: no shapes-world caption for {key} {inputs[key]!r} in SHAPES_TEXT")
+                inputs[key] = SHAPES_TEXT[inputs[key]]
+        if isinstance(inputs.get("steps"), int):
+            inputs["steps"] = min(inputs["steps"], SHAPES_STEPS)
+        _shrink_latent(node)
+    for node in prompt.values():
+        for key, value in node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and value[0] in loaders and value[1] == 1:
+                node["inputs"][key] = [clip_id, 0]  # the checkpoint holds no text encoder: CLIPLoader's CLIP-L
+    prompt[clip_id] = {"class_type": "CLIPLoader", "_meta": {"title": "Load CLIP (shapes model's CLIP-L)"},
+                       "inputs": {"clip_name": train.clip_l_path().name, "type": "stable_diffusion"}}
+    return prompt
+
+
+def _shrink_latent(node):
+    if node["class_type"] in EMPTY_LATENTS:
+        inputs = node["inputs"]
+        w, h = inputs["width"], inputs["height"]
+        scale = MAX_SIDE / max(w, h)
+        inputs["width"], inputs["height"] = (max(16, round(v * scale / 16) * 16) for v in (w, h))
+        inputs["batch_size"] = 1
 
 
 def tiny_file(model, role):
@@ -59,11 +148,7 @@ def tiny_prompt(prompt):
                 model, role = SUBSTITUTES[value]
                 inputs[key] = tiny_file(model, role)
                 needed.add(model)
-        if node["class_type"] in EMPTY_LATENTS:
-            w, h = inputs["width"], inputs["height"]
-            scale = MAX_SIDE / max(w, h)
-            inputs["width"], inputs["height"] = (max(16, round(v * scale / 16) * 16) for v in (w, h))
-            inputs["batch_size"] = 1
+        _shrink_latent(node)
         if node["class_type"] == "UNETLoader":
             inputs["weight_dtype"] = "default"  # fp8 weight dtypes are for real GPUs
         if isinstance(inputs.get("steps"), int):
@@ -127,7 +212,15 @@ def main():
     import tiny_models
 
     t0 = time.monotonic()
-    jobs = [(stem, *tiny_prompt(prompt)) for stem, prompt in workflows()]
+    shapes = shapes_checkpoint()
+    jobs = [(stem, shapes_prompt(prompt, stem), []) if shapes and stem in SHAPES_WORKFLOWS else (stem, *tiny_prompt(prompt))
+            for stem, prompt in workflows()]
+    if shapes:
+        from sleight.shapes import train
+
+        train.checked_clip_l_path()  # regenerated if missing; refused if this torch makes other bytes
+        print(f"shapes model: {shapes.relative_to(comfy_env.ROOT)} for {sum(s in SHAPES_WORKFLOWS for s, *_ in jobs)} "
+              "workflows")
     if not jobs:
         sys.exit(f"demo: no API twins of {EXAMPLES.relative_to(comfy_env.ROOT)}/*.json in {API_TWINS}")
     built = tiny_models.ensure_models(names=sorted({m for _, _, needed in jobs for m in needed}))

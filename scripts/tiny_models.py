@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from comfy_env import MODELS as MODELS_DIR  # noqa: E402  (the folder; MODELS below is the registry)
-from comfy_env import bootstrap  # noqa: E402
+from comfy_env import ROOT, bootstrap  # noqa: E402
 
 RECIPE = "2"  # bump when the recipe changes in a way the spec fields do not show
 SEED = 20250601
@@ -415,6 +415,8 @@ def write_extra_model_paths(path, models_dir=MODELS_DIR, custom_nodes_dir=None):
                         ("unet", "diffusion_models"), ("text_encoders", "text_encoders"),
                         ("clip", "text_encoders"), ("vae", "vae")]:
         lines.append(f"    {folder}: {sub}")
+    shapes = ROOT / "models" / "shapes"  # the trained shapes-world checkpoint (shapes/README.md)
+    lines += ["sleight_shapes:", f"    base_path: {json.dumps(str(shapes.parent))}", f"    checkpoints: {shapes.name}"]
     if custom_nodes_dir is not None:
         lines.append(f"    custom_nodes: {json.dumps(str(Path(custom_nodes_dir).resolve()))}")
     Path(path).write_text("\n".join(lines) + "\n")

@@ -5,7 +5,7 @@ world.py's scenes, with tiny_models' frozen seeded CLIP-L as text encoder and th
     .venv/bin/python shapes/train.py --resume --minutes 60        # go on: build/shapes/state.pt, else the
                                                                   # committed weights with a fresh optimizer
 
-DDPM epsilon-prediction on ComfyUI's own SD1 schedule, AdamW with warm-up, 10 % caption dropout (the empty
+DDPM epsilon-prediction on ComfyUI's own SD1 schedule (half the timesteps skewed to high noise), AdamW with warm-up, 10 % caption dropout (the empty
 prompt, as CLIPTextEncode("") gives it), gradient clipping, EMA; steps alternate 64 and 128 px (--sizes).
 Every batch is a pure function of (seed, step), so a resumed run draws exactly the batches an uninterrupted
 one would. Every --save-minutes, at the end and on SIGTERM it writes build/shapes/state.pt (everything, for
@@ -84,18 +84,25 @@ def clip_l_path() -> Path:
     return path
 
 
+def checked_clip_l_path() -> Path:
+    """clip_l_path(), refused unless its tensors are the ones the shapes model was trained with."""
+    comfy_env.bootstrap()
+    import comfy.utils
+
+    path = clip_l_path()
+    found = tensors_sha256(comfy.utils.load_torch_file(str(path)))
+    if found != CLIP_L_SHA256:
+        raise RuntimeError(f"{path}: tensor sha256 {found} != {CLIP_L_SHA256}: this torch regenerates a "
+                           "different CLIP-L than the one the shapes model was trained with")
+    return path
+
+
 def load_clip(check=True, cpu=True):
     """The CLIP-L exactly as CLIPLoader(type="stable_diffusion") loads it."""
     comfy_env.bootstrap(cpu=cpu)
     import comfy.sd
-    import comfy.utils
 
-    path = clip_l_path()
-    if check:
-        found = tensors_sha256(comfy.utils.load_torch_file(str(path)))
-        if found != CLIP_L_SHA256:
-            raise RuntimeError(f"{path}: tensor sha256 {found} != {CLIP_L_SHA256}: this torch regenerates a "
-                               "different CLIP-L than the one the shapes model was trained with")
+    path = checked_clip_l_path() if check else clip_l_path()
     return comfy.sd.load_clip(ckpt_paths=[str(path)], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
 
 
@@ -246,6 +253,9 @@ def batch(step, args, scenes):
     x0 = analytic_taesd.encode(world.render([world.rejitter(scenes[i], rng) for i in idx], size))
     drop = torch.tensor([rng.random() < args.dropout for _ in idx])
     t = torch.randint(0, 1000, (args.batch,), generator=gen)
+    if args.high_noise > 0:  # a share of timesteps drawn with density rising to t = 999: layout and colours are
+        high = (torch.rand(args.batch, generator=gen).sqrt() * 1000).long().clamp_max(999)  # decided there
+        t = torch.where(torch.rand(args.batch, generator=gen) < args.high_noise, high, t)
     noise = torch.randn(x0.shape, generator=gen)
     return x0, torch.tensor(idx), drop, t, noise
 
@@ -391,6 +401,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--high-noise", type=float, default=0.5,
+                   help="share of timesteps drawn with density rising linearly to t = 999 (the rest uniform)")
     p.add_argument("--dropout", type=float, default=0.1, help="share of captions replaced by the empty prompt")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--captions", type=int, default=2048, help="distinct captions in the (cached) pool")

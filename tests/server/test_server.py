@@ -107,9 +107,41 @@ def shift_seeds(prompt, offset):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=stem_of)
 def test_workflow_runs(server, path, tmp_path):
     prompt, _ = demo.tiny_prompt(json.loads(path.read_text()))
-    shift_seeds(prompt, 1000 + WORKFLOWS.index(path))
+    check_run(server, shift_seeds(prompt, 1000 + WORKFLOWS.index(path)), stem_of(path), tmp_path)
+
+
+SHAPES = [p for p in WORKFLOWS if stem_of(p) in demo.SHAPES_WORKFLOWS]
+
+
+def test_shapes_prompt_maps_every_shapes_workflow():
+    assert len(SHAPES) == len(demo.SHAPES_WORKFLOWS), "a SHAPES_WORKFLOWS entry has no API twin"
+    for path in SHAPES:
+        original = json.loads(path.read_text())
+        prompt = demo.shapes_prompt(original, stem_of(path))  # KeyError on a text SHAPES_TEXT lacks
+        loaders = [n for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple"]
+        assert [n["inputs"]["ckpt_name"] for n in loaders] == ["sleight-shapes-sd15.safetensors"]
+        ckpt = next(k for k, n in prompt.items() if n["class_type"] == "CheckpointLoaderSimple")
+        clip = next(k for k, n in prompt.items() if n["class_type"] == "CLIPLoader")
+        links = [v for n in prompt.values() for v in n["inputs"].values() if isinstance(v, list)]
+        assert [ckpt, 1] not in links and [clip, 0] in links, "CLIP inputs must come from the CLIPLoader"
+        texts = [n["inputs"][k] for n in prompt.values() for k in demo.TEXT_INPUTS if isinstance(n["inputs"].get(k), str)]
+        assert all(t in demo.SHAPES_TEXT.values() for t in texts)
+        assert all(n["inputs"]["steps"] <= demo.SHAPES_STEPS for n in prompt.values() if "steps" in n["inputs"])
+    with pytest.raises(KeyError, match="no shapes-world caption"):
+        demo.shapes_prompt({"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat"}}}, "x")
+
+
+@pytest.mark.skipif(demo.shapes_checkpoint() is None, reason="the trained shapes model is not in models/shapes")
+@pytest.mark.parametrize("path", SHAPES, ids=stem_of)
+def test_workflow_runs_on_the_shapes_model(server, path, tmp_path):
+    prompt = demo.shapes_prompt(json.loads(path.read_text()), stem_of(path))
+    check_run(server, shift_seeds(prompt, 2000 + WORKFLOWS.index(path)), "shapes:" + stem_of(path), tmp_path)
+
+
+def check_run(server, prompt, name, tmp_path):
+    """Runs an API prompt; every sampler shows a full progress bar, every SaveImage an image, tricks differ."""
     result = server.client.run(prompt)  # raises with the node's message on any error
-    RUNS[stem_of(path)] = result
+    RUNS[name] = result
 
     samplers = {nid for nid, n in prompt.items()   # KSampler-like nodes (schedulers take steps but show no bar)
                 if isinstance(n["inputs"].get("steps"), int) and not n["class_type"].endswith("Scheduler")}
