@@ -57,7 +57,8 @@ class InpaintTarget:
 
     def hole(self, grid, device) -> torch.Tensor:
         """Bool (h·w,): the hole at this token grid (area-resized, binarised at 0.5 as in the official code)."""
-        key = (tuple(grid), str(device))
+        # a mask made under inference_mode (a plain sampler on the server) cannot be saved for RASG's backward
+        key = (tuple(grid), str(device), torch.is_inference_mode_enabled())
         if key not in self._cache:
             m = F.interpolate(self.mask[None, None].float(), size=tuple(grid), mode="area")[0, 0]
             self._cache[key] = (m > 0.5).reshape(-1).to(device)

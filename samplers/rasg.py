@@ -8,7 +8,8 @@ conditional rows, mean over heads and layers), M: the hole at that grid. Step (o
 In ComfyUI's sigma space this step is exactly `sample_euler_ancestral` with that η (σ_up is DDIM's ησ_t / √ᾱ_{t−1}),
 so we run ComfyUI's own loop and hand it g/std(g) as the noise; on flow models (SD3, Flux) its rectified-flow
 ancestral variant is the DDIM-η analogue. SD3: A_l from the image-query → text-key logits of every joint block
-(all at one resolution). Flux is refused: its ComfyUI blocks add residuals in place, so autograd cannot run.
+(all at one resolution). Flux: its ComfyUI blocks add to activations in place after saving them for backward, so
+autograd runs on copies of the saved activations there.
 """
 import contextlib
 import math
@@ -107,6 +108,19 @@ class _GradModel:
         self.inner_model = model.inner_model
         self.recorder = recorder
         self.noise = None
+        self.grad = None        # ∇S of the last call, before normalising
+
+    def score(self, x, sigma, **kwargs):
+        """S at x, without gradients (tests compare ∇S with finite differences of this)."""
+        self.recorder.logits.clear()
+        self.recorder.on = True
+        try:
+            self.model(x, sigma, **kwargs)
+            score = self.recorder.objective()
+        finally:
+            self.recorder.on = False
+            self.recorder.logits.clear()
+        return score
 
     def __call__(self, x, sigma, **kwargs):
         import comfy.model_management
@@ -131,7 +145,8 @@ class _GradModel:
             else:
                 g = torch.zeros_like(xg)
             self.recorder.logits.clear()
-        self.noise = normalised(g.detach()).to(x)
+        self.grad = g.detach()
+        self.noise = normalised(self.grad).to(x)
         return denoised.detach()
 
 
@@ -149,11 +164,9 @@ def _install_recorder(model_options, recorder, base):
     wrappers[pe.WrappersMP.APPLY_MODEL].setdefault(router.KEY, [router.apply_model_wrapper])
 
 
-def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.1, objective_scale=1.0):
-    """KSAMPLER function: ComfyUI's DDIM-η (euler_ancestral) loop with ∇S/std(∇S) as its noise."""
-    from comfy.k_diffusion import sampling as kd
-
-    extra_args = {} if extra_args is None else extra_args
+@contextlib.contextmanager
+def grad_model(model, x, extra_args, objective_scale=1.0):
+    """The sampler's model wrapped to return ∇S with each prediction (extra_args' model_options get the recorder)."""
     model_options = extra_args.setdefault("model_options", {})
     to = model_options.setdefault("transformer_options", {})
     target = to.get(painta.TARGET_KEY)
@@ -171,8 +184,16 @@ def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     to.setdefault(router.ROLES_KEY, getattr(guider, "conds", {}))
     # ComfyUI's Flux blocks add to their activations in place (img += ...) after saving them for backward:
     # keep copies of the saved activations there (weights, which need no gradient, are not copied)
-    gm = _GradModel(model, recorder, copy_saved_activations=a.name == "flux")
     with _trainable_weights(base.diffusion_model):
+        yield _GradModel(model, recorder, copy_saved_activations=a.name == "flux")
+
+
+def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.1, objective_scale=1.0):
+    """KSAMPLER function: ComfyUI's DDIM-η (euler_ancestral) loop with ∇S/std(∇S) as its noise."""
+    from comfy.k_diffusion import sampling as kd
+
+    extra_args = {} if extra_args is None else extra_args
+    with grad_model(model, x, extra_args, objective_scale) as gm:
         return kd.sample_euler_ancestral(gm, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
                                          eta=eta, s_noise=1.0, noise_sampler=lambda s, sn: gm.noise)
 
