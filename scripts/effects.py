@@ -13,12 +13,40 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
   centre cell against outside it.
 - Rare-to-Frequent: rare and held-out colour–shape pairs (world.RARE_PAIRS, world.HELD_OUT_PAIRS) with the
   frequent prompt the same colour on a circle: share whose centre object has the asked colour and kind.
+- Add-it: a generated one-shape source (re-noised source trajectory, same seed) and the target prompt = the
+  source caption plus a second shape in another cell, subject = its colour and kind. Against the plain target
+  prompt with the same seed: share where the subject is read anywhere and in the asked cell, share where the
+  source object is still read in its cell, and the MSE against the source image outside Add-it's own MASK
+  output (the same region for the baseline; the mask's mean area is printed with it).
+- DesignEdit: a generated two-shape source, DDIM-inverted with the empty prompt as the paper does. Remove: the
+  mask is one shape's grid cell (widened to whole latent cells); share where no object is read in that cell,
+  share where the other shape is kept, MSE outside the mask, against the source itself, a plain regeneration
+  from the caption without that shape, and DesignEdit with its key masking switched off (paste-back only).
+  Move and move + enlarge x1.75: remove the shape's cell and paste it back as a layer (its mask: the shape's
+  own pixels, what a user paints) at the centre cell; share read at the destination, gone from the origin,
+  other shape kept, MSE outside both cells, against the regeneration from the target caption.
+- HD-Painter: a generated scene with a shape in the centre; the hole is the centre cell (whole latent cells,
+  a latent noise mask: the shapes model is a plain SD1.5, not an inpainting model) and the prompt asks for
+  another shape there. Share whose centre object has the asked colour and kind (and colour alone), and the
+  MSE outside the hole: plain inpainting vs PAIntA vs PAIntA + RASG, same conditioning (PAIntA's) and seeds.
+- Noise search (random mode, the node's default): mean best verifier score and evaluator adherence of the
+  chosen sample for N = 1, 2, 4, 8. Verifiers: latent self-consistency (the node's, without CLIP vision; the
+  CLIP verifiers need a CLIP-vision model and ours has random weights, so they are not measured) and an
+  oracle, the evaluator's adherence to the prompt. samplers/search.NoiseSearch takes any callable verifier
+  (name, needs_early, __call__(Candidates) -> scores), so the oracle is written as one (`OracleAdherence`). Random
+  search's candidates are the seeds seed..seed+N-1 whatever the verifier, so one node run with budget 8 and
+  top_k 8 yields every N (best of the first N candidates, ties to the earlier one, as search.order does) and
+  the oracle's choice among the same candidates, without sampling them again.
+
+Sources and plain regenerations are sampled as KSampler does (euler / normal, cfg 5, empty negative); each
+edit uses its paper's sampler settings (noted per section) and the node defaults, which are the papers'.
 
 Nodes run through their own `execute`, so this measures what a workflow gets. Numbers depend on how far the
 model is trained: the checkpoint's training step is printed with them.
 """
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -77,9 +105,85 @@ def run_apg(model, clip, vae, n, size, steps):
     return "\n".join(lines), rows
 
 
-def _centre_cell(size):
-    third = size // 3
-    return slice(third, size - third)
+# ---------------------------------------------------------------- shared measuring pieces
+
+
+def has(reading, position=None, colour=None, kind=None, size=None):
+    """Whether the evaluator's reading holds an object with every given attribute (None: any), e.g. the asked
+    colour and kind in the centre cell; has(reading, position) alone: the cell is not empty."""
+    return any((position is None or f.position == position) and (colour is None or f.colour == colour)
+               and (kind is None or f.kind == kind) and (size is None or f.size == size) for f in reading.objects)
+
+
+def cell_mask(size, *positions, snap=1):
+    """(1, size, size) mask (1 inside) of the named grid cells (world.CELL_EDGES), widened outward to whole
+    snap x snap blocks: snap=8 gives whole latent cells, exactly what a latent mask can hold."""
+    comfy_env.import_pack()
+    from sleight.shapes import world
+
+    edges = (0.0, *world.CELL_EDGES, 1.0)
+    mask = torch.zeros(1, size, size)
+    for name in positions:
+        (x, y), _ = world.POSITIONS[name]
+        (r0, r1), (c0, c1) = ([snap * math.floor(edges[i] * size / snap), snap * math.ceil(edges[i + 1] * size / snap)]
+                              for i in (sum(v > e for e in world.CELL_EDGES) for v in (y, x)))
+        mask[:, r0:r1, c0:c1] = 1.0
+    return mask
+
+
+def masked_mse(a, b, mask):
+    """Per image, the mean squared difference of (B, 3, S, S) images inside and outside `mask` ((1 or B, S, S),
+    > 0.5 = inside): two (B,) tensors, NaN where a region is empty."""
+    diff = (a.float() - b.float()).pow(2).mean(1)
+    inside = (mask > 0.5).expand_as(diff)
+
+    def mean(region):
+        n = region.sum((1, 2))
+        return torch.where(n > 0, (diff * region).sum((1, 2)) / n.clamp_min(1), math.nan)
+
+    return mean(inside), mean(~inside)
+
+
+def mean_of(records):
+    """{key: mean over the records, NaNs left out} of a list of per-image dicts (bools count as 0 / 1)."""
+    out = {}
+    for key in records[0]:
+        values = [float(r[key]) for r in records if not math.isnan(float(r[key]))]
+        out[key] = sum(values) / len(values) if values else math.nan
+    return out
+
+
+def md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def sample(model, positive, negative, seeds, size, steps, cfg, sampler="euler", scheduler="normal", latent=None,
+           noise_mask=None, sigmas=None):
+    """Output latents, one per seed, as KSampler makes them (or SamplerCustom when `sampler` is a SAMPLER object
+    and `sigmas` are given): from the empty latent or `latent`'s rows, `noise_mask` as SetLatentNoiseMask."""
+    import comfy.sample
+
+    if latent is None:
+        latent = torch.zeros([len(seeds), 4, size // 8, size // 8])
+    noise = torch.cat([comfy.sample.prepare_noise(latent[:1], s) for s in seeds])
+    if sigmas is not None:
+        return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                          noise_mask=noise_mask, disable_pbar=True, seed=seeds[0]).cpu()
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent, denoise=1.0,
+                               noise_mask=noise_mask, disable_pbar=True, seed=seeds[0]).cpu()
+
+
+def decode(vae, latents):
+    return vae.decode(latents).movedim(-1, 1).float().cpu()
+
+
+def _pct(v):
+    return "—" if math.isnan(v) else f"{v:.0%}"
+
+
+def _mse(v):
+    return "—" if math.isnan(v) else f"{v:.4f}"
 
 
 def run_routing(model, clip, vae, n_seeds, size, steps, cfg=5.0):
@@ -91,7 +195,7 @@ def run_routing(model, clip, vae, n_seeds, size, steps, cfg=5.0):
              ("blue", "red", "triangle", "green"), ("white", "purple", "circle", "black")]
     hits = base_hits = 0
     inside, outside = [], []
-    cell = _centre_cell(size)
+    cell = cell_mask(size, "centre")
     for c1, c2, kind, bg in cases:
         prompt = f"a large {c1} {kind} in the centre on a {bg} background"
         routed = f"a large {c2} {kind} in the centre on a {bg} background"
@@ -100,23 +204,18 @@ def run_routing(model, clip, vae, n_seeds, size, steps, cfg=5.0):
         seeds = list(range(n_seeds))
         base = adherence.generate(model, clip, vae, [prompt] * n_seeds, seeds, size=size, steps=steps, cfg=cfg)
         out = adherence.generate(m, clip, vae, [prompt] * n_seeds, seeds, size=size, steps=steps, cfg=cfg)
-        for img, ref in zip(out, base):
-            reading, ref_reading = evaluate.read(img[None], block=8)[0], evaluate.read(ref[None], block=8)[0]
-            hits += any(f.position == "centre" and f.colour == c2 for f in reading.objects)
-            base_hits += any(f.position == "centre" and f.colour == c2 for f in ref_reading.objects)
-            diff = (img - ref).pow(2).mean(0)
-            mask = torch.zeros_like(diff, dtype=torch.bool)
-            mask[cell, cell] = True
-            inside.append(float(diff[mask].mean()))
-            outside.append(float(diff[~mask].mean()))
+        hits += sum(has(r, "centre", c2) for r in evaluate.read(out, block=8))
+        base_hits += sum(has(r, "centre", c2) for r in evaluate.read(base, block=8))
+        mse_in, mse_out = masked_mse(out, base, cell)
+        inside += mse_in.tolist()
+        outside += mse_out.tolist()
     total = len(cases) * n_seeds
     row = {"images": total, "routed colour, baseline": base_hits / total, "routed colour, routed": hits / total,
            "MSE inside centre cell": sum(inside) / total, "MSE outside": sum(outside) / total}
-    lines = ["| images | centre reads the routed colour: baseline → routed | change inside centre cell | outside |",
-             "| --- | --- | --- | --- |",
-             f"| {total} | {row['routed colour, baseline']:.0%} → {row['routed colour, routed']:.0%} | "
-             f"{row['MSE inside centre cell']:.4f} | {row['MSE outside']:.4f} |"]
-    return "\n".join(lines), row
+    return md_table(["images", "centre reads the routed colour: baseline → routed", "change inside centre cell",
+                     "outside"],
+                    [(total, f"{row['routed colour, baseline']:.0%} → {row['routed colour, routed']:.0%}",
+                      f"{row['MSE inside centre cell']:.4f}", f"{row['MSE outside']:.4f}")]), row
 
 
 def run_r2f(model, clip, vae, n_seeds, size, steps, cfg=5.0, level=3):
@@ -138,12 +237,265 @@ def run_r2f(model, clip, vae, n_seeds, size, steps, cfg=5.0, level=3):
         score = []
         for mm in (model, m):
             images = adherence.generate(mm, clip, vae, [prompt] * n_seeds, seeds, size=size, steps=steps, cfg=cfg)
-            found = [evaluate.read(img[None], block=8)[0] for img in images]
-            score.append(sum(any(f.position == "centre" and (f.colour, f.kind) == (colour, kind)
-                                 for f in r.objects) for r in found) / n_seeds)
+            score.append(sum(has(r, "centre", colour, kind) for r in evaluate.read(images, block=8)) / n_seeds)
         rows.append({"pair": f"{colour} {kind}", "kind": what, "baseline": score[0], "r2f": score[1]})
         lines.append(f"| {colour} {kind} | {what} | {score[0]:.0%} | {score[1]:.0%} |")
     return "\n".join(lines), rows
+
+
+def _encoder(clip):
+    """CLIPTextEncode, each text encoded once."""
+    import tiny_models
+
+    cache = {}
+
+    def encode(text):
+        if text not in cache:
+            cache[text] = tiny_models.encode(clip, text)
+        return cache[text]
+
+    return encode
+
+
+def _scene(world, background, *shapes):
+    """A world.Scene of (kind, colour, position, size) tuples."""
+    return world.Scene(background, tuple(world.Shape(*shape) for shape in shapes))
+
+
+# (source shape, added shape, background); no rare or held-out pair, the added shape in an empty cell
+ADDIT_CASES = [(("circle", "red", "top left", "large"), ("square", "blue", "right", "large"), "yellow"),
+               (("triangle", "green", "bottom", "large"), ("circle", "orange", "top", "large"), "white"),
+               (("square", "orange", "left", "large"), ("star", "purple", "bottom right", "large"), "black"),
+               (("star", "white", "centre", "large"), ("triangle", "red", "top left", "large"), "blue")]
+
+
+def run_addit(model, clip, vae, n_seeds, size, steps, cfg=5.0):
+    _, _, evaluate, world = _shapes()
+    from sleight.nodes.insertion import SleightAddIt, SleightAddItMask
+    from sleight.nodes.inversion import SleightSourceTrajectory
+
+    encode, seeds = _encoder(clip), list(range(n_seeds))
+    records = {"plain target prompt": [], "Add-it": []}
+    for src_shape, new_shape, bg in ADDIT_CASES:
+        source, target = _scene(world, bg, src_shape), _scene(world, bg, src_shape, new_shape)
+        kept, added = source.shapes[0], target.shapes[1]
+        src_latents = sample(model, encode(source.caption), encode(""), seeds, size, steps, cfg)
+        src_images = decode(vae, src_latents)
+        plain = decode(vae, sample(model, encode(target.caption), encode(""), seeds, size, steps, cfg))
+        for i, seed in enumerate(seeds):
+            # A generated source: re-noised with the seed that made it, and the edit sampled from that seed too.
+            traj = SleightSourceTrajectory.execute(model, {"samples": src_latents[i:i + 1]}, encode(source.caption),
+                                                   seed).result[0]
+            m, positive = SleightAddIt.execute(model, clip, traj, target.caption, f"{added.colour} {added.kind}",
+                                               gamma=0.0, structure_transfer=-1.0, blend_at=-1.0,
+                                               double_stream_end=10 / 30, single_stream_end=20 / 30, dilation=1,
+                                               auto_gamma_at=5 / 30).result
+            out = sample(m, positive, encode(""), [seed], size, steps, cfg)
+            mask = SleightAddItMask.execute(m, {"samples": out}).result[0]
+            for label, image in (("plain target prompt", plain[i:i + 1]), ("Add-it", decode(vae, out))):
+                reading = evaluate.read(image, block=8)[0]
+                records[label].append({
+                    "subject anywhere": has(reading, None, added.colour, added.kind),
+                    "subject in its cell": has(reading, added.position, added.colour, added.kind),
+                    "source object kept": has(reading, kept.position, kept.colour, kept.kind),
+                    "MSE outside mask": float(masked_mse(image, src_images[i:i + 1], mask)[1][0]),
+                    "mask area": float((mask > 0.5).float().mean())})
+    rows = {label: mean_of(recs) for label, recs in records.items()}
+    table = md_table(["", "subject anywhere", "subject in its cell", "source object kept",
+                      "MSE outside Add-it's mask", "mask area"],
+                     [(label, _pct(r["subject anywhere"]), _pct(r["subject in its cell"]),
+                       _pct(r["source object kept"]), _mse(r["MSE outside mask"]), _pct(r["mask area"]))
+                      for label, r in rows.items()])
+    return table, {"images per row": len(ADDIT_CASES) * n_seeds, **rows}
+
+
+# (shape A: removed / moved to the centre, shape B: kept, background); A small in a corner so that the layer,
+# moved and enlarged x1.75 about its centre, stays on the canvas and clear of B
+DESIGN_CASES = [(("circle", "red", "top left", "small"), ("square", "blue", "bottom", "large"), "yellow"),
+                (("triangle", "green", "top right", "small"), ("circle", "orange", "left", "large"), "white"),
+                (("circle", "purple", "bottom left", "small"), ("triangle", "white", "top", "large"), "black"),
+                (("star", "orange", "bottom right", "small"), ("square", "green", "top left", "large"), "blue")]
+ENLARGE = 1.75  # small -> large (world.SIZES: 0.08 -> 0.14)
+
+
+def object_mask(evaluate, world, image, cell):
+    """(1, S, S): the pixels of `cell` far from the image's read background (the evaluator's foreground test for
+    decoded latents), i.e. the object as a user would paint it; the whole cell when none are."""
+    bg = world.PALETTE[world.COLOUR_NAMES.index(evaluate.read(image[None], block=8)[0].background)]
+    far = ((image - bg[:, None, None]).norm(dim=0) > evaluate.FG_DISTANCE / 2)[None] & (cell > 0.5)
+    return far.float() if bool(far.any()) else cell
+
+
+def _move_px(world, origin, destination, size, axis):
+    """The shift between two cells' centres along axis 0 (x) or 1 (y), in pixels snapped to the latent grid."""
+    return 8 * round((world.POSITIONS[destination][0][axis] - world.POSITIONS[origin][0][axis]) * size / 8)
+
+
+def run_designedit(model, clip, vae, n_seeds, size, steps, cfg=5.0):
+    _, _, evaluate, world = _shapes()
+    from sleight.nodes.designedit import SleightDesignEditLayer, SleightDesignEditLayers, SleightDesignEditRemove
+    from sleight.nodes.inversion import SleightInvert
+
+    encode, seeds, dest = _encoder(clip), list(range(n_seeds)), "centre"
+    # The paper: DDIM 50 steps (here --steps), ddim_uniform, cfg 7.5, the empty prompt as positive and negative.
+    edit_cfg, empty = 7.5, encode("")
+    remove_defaults = dict(refine_mask=None, key_mode="zero keys (official)", feather=0, mask_start=0.02,
+                           mask_end=0.78, refine_end=0.5, blend_end=0.82, proximal_strength=0.1,
+                           proximal_start_percent=0.6)
+    dilation = round(20 * size / 1024)  # the paper's 20 px dilation at 1024 px (SDXL), scaled to this size
+    records = {}
+
+    def record(edit, method, image, src, mask, a, b, size_name=None):
+        """One edited image: A at the destination (move rows), A's cell emptied, B kept, MSE outside `mask`."""
+        reading = evaluate.read(image, block=8)[0]
+        records.setdefault((edit, method), []).append({
+            "at destination": has(reading, dest, a.colour, a.kind, size_name) if edit != "remove" else math.nan,
+            "origin emptied": not has(reading, a.position), "other kept": has(reading, b.position, b.colour, b.kind),
+            "MSE outside": float(masked_mse(image, src, mask)[1][0])})
+
+    for a_shape, b_shape, bg in DESIGN_CASES:
+        source = _scene(world, bg, a_shape, b_shape)
+        a, b = source.shapes
+        origin, both = cell_mask(size, a.position, snap=8), cell_mask(size, a.position, dest, snap=8)
+        targets = {"remove": world.Scene(bg, (b,))}
+        for scale, size_name in ((1.0, "small"), (ENLARGE, "large")):
+            targets[scale] = world.Scene(bg, (world.Shape(a.kind, a.colour, dest, size_name), b))
+        src_latents = sample(model, encode(source.caption), empty, seeds, size, steps, cfg)
+        src_images = decode(vae, src_latents)
+        regen = {key: decode(vae, sample(model, encode(scene.caption), empty, seeds, size, steps, cfg))
+                 for key, scene in targets.items()}
+        move_x, move_y = (_move_px(world, a.position, dest, size, axis) for axis in (0, 1))
+        for i, seed in enumerate(seeds):
+            src, latent = src_images[i:i + 1], {"samples": src_latents[i:i + 1]}
+            traj = SleightInvert.execute(model, latent, empty, steps, "ddim_uniform", 1.0, 0).result[0]
+            removed = SleightDesignEditRemove.execute(model, traj, origin, dilation, **remove_defaults).result[0]
+            # DesignEdit with its key-mask window emptied: only the blending with the source is left.
+            paste_back = SleightDesignEditRemove.execute(
+                model, traj, origin, dilation, **{**remove_defaults, "mask_start": 1.0, "mask_end": 1.0}).result[0]
+            edits = {"remove": removed, "paste back": paste_back}
+            layer_mask = object_mask(evaluate, world, src[0], origin)
+            for scale in (1.0, ENLARGE):
+                layer = SleightDesignEditLayer.execute(latent, layer_mask, move_x, move_y, scale, "none").result[0]
+                edits[scale] = SleightDesignEditLayers.execute(removed, layer).result[0]
+            out = {key: decode(vae, sample(m, empty, empty, [seed], size, steps, edit_cfg, "ddim", "ddim_uniform",
+                                           latent=latent["samples"]))
+                   for key, m in edits.items()}
+            record("remove", "source image", src, src, origin, a, b)
+            record("remove", "regeneration without it", regen["remove"][i:i + 1], src, origin, a, b)
+            record("remove", "paste-back only (no key masking)", out["paste back"], src, origin, a, b)
+            record("remove", "DesignEdit", out["remove"], src, origin, a, b)
+            for scale, size_name in ((1.0, None), (ENLARGE, "large")):
+                edit = "move to the centre" if scale == 1.0 else f"move to the centre, enlarge ×{ENLARGE}"
+                if scale == 1.0:
+                    record(edit, "source image", src, src, both, a, b)
+                record(edit, "regeneration from the target caption", regen[scale][i:i + 1], src, both, a, b, size_name)
+                record(edit, "DesignEdit", out[scale], src, both, a, b, size_name)
+    rows = {key: mean_of(recs) for key, recs in records.items()}
+    table = md_table(["edit", "", "at the destination", "origin cell emptied", "other shape kept",
+                      "MSE outside the edited cells"],
+                     [(edit, method, _pct(r["at destination"]), _pct(r["origin emptied"]), _pct(r["other kept"]),
+                       _mse(r["MSE outside"])) for (edit, method), r in rows.items()])
+    return table, {"images per row": len(DESIGN_CASES) * n_seeds, **{" / ".join(k): v for k, v in rows.items()}}
+
+
+# (centre shape of the source, another shape, background, the shape asked for in the hole)
+HDPAINTER_CASES = [(("circle", "red", "centre", "large"), ("square", "blue", "top left", "small"), "yellow",
+                    ("star", "green")),
+                   (("triangle", "white", "centre", "large"), ("circle", "orange", "bottom right", "small"), "black",
+                    ("circle", "blue")),
+                   (("star", "purple", "centre", "large"), ("square", "green", "top right", "large"), "white",
+                    ("square", "red")),
+                   (("square", "orange", "centre", "large"), ("star", "white", "left", "small"), "blue",
+                    ("triangle", "yellow"))]
+
+
+def run_hdpainter(model, clip, vae, n_seeds, size, steps, cfg=5.0):
+    _, _, evaluate, world = _shapes()
+    import comfy.samplers
+    from sleight.attention_patches import painta
+    from sleight.nodes.inpaint import SleightPAIntA, SleightRASG
+
+    encode, seeds = _encoder(clip), list(range(n_seeds))
+    hole = cell_mask(size, "centre", snap=8)  # whole latent cells: the latent noise mask is exactly the hole
+    # The paper: DDIM 50 steps (here --steps), cfg 7.5, RASG eta 0.1; the paper's quality suffix on the prompt for
+    # every row (the baseline gets PAIntA's conditioning, as in the example workflow).
+    edit_cfg = 7.5
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps).cpu()
+    records = {"plain inpainting": [], "PAIntA": [], "PAIntA + RASG": []}
+    for centre, other, bg, (kind, colour) in HDPAINTER_CASES:
+        source = _scene(world, bg, centre, other)
+        # The shapes model only knows captions: the hole's prompt is the caption of the asked shape alone.
+        prompt = f"a large {colour} {kind} in the centre on a {bg} background"
+        src_latents = sample(model, encode(source.caption), encode(""), seeds, size, steps, cfg)
+        src_images = decode(vae, src_latents)
+        painted, positive = SleightPAIntA.execute(model, clip, prompt, hole, painta.PAPER_SUFFIX, 0.5, painta.AUTO,
+                                                  "*").result
+        inpaint = dict(latent=src_latents, noise_mask=hole)
+        outs = {"plain inpainting": sample(model, positive, encode(""), seeds, size, steps, edit_cfg, "ddim",
+                                           "ddim_uniform", **inpaint),
+                "PAIntA": sample(painted, positive, encode(""), seeds, size, steps, edit_cfg, "ddim",
+                                 "ddim_uniform", **inpaint),
+                "PAIntA + RASG": sample(painted, positive, encode(""), seeds, size, steps, edit_cfg,
+                                        SleightRASG.execute(0.1).result[0], sigmas=sigmas, **inpaint)}
+        for label, latents in outs.items():
+            images = decode(vae, latents)
+            outside = masked_mse(images, src_images, hole)[1]
+            for reading, mse in zip(evaluate.read(images, block=8), outside.tolist()):
+                records[label].append({"asked shape": has(reading, "centre", colour, kind),
+                                       "asked colour": has(reading, "centre", colour), "MSE outside": mse})
+    rows = {label: mean_of(recs) for label, recs in records.items()}
+    table = md_table(["", "centre has the asked colour and kind", "asked colour", "MSE outside the hole"],
+                     [(label, _pct(r["asked shape"]), _pct(r["asked colour"]), _mse(r["MSE outside"]))
+                      for label, r in rows.items()])
+    return table, {"images per row": len(HDPAINTER_CASES) * n_seeds, **rows}
+
+
+class OracleAdherence:
+    """A search verifier (samplers/verifiers.py protocol) that knows the answer: the shapes evaluator's adherence of
+    each decoded candidate to the prompt's scene (mean of background / colour / kind / position accuracy)."""
+
+    name = "oracle_adherence"
+    needs_early = False
+
+    def __init__(self, evaluate, scene):
+        self.evaluate, self.scene = evaluate, scene
+
+    def __call__(self, candidates):
+        images = candidates.images("final").movedim(-1, 1).float().cpu()
+        return torch.tensor([adherence_score(self.evaluate, [self.scene], img[None])[0] for img in images],
+                            dtype=torch.float64)
+
+
+def run_search(model, clip, vae, n_prompts, size, steps, cfg=5.0, budget=8):
+    adherence, _, evaluate, _ = _shapes()
+    import comfy.samplers
+    from sleight.nodes.search import SleightNoiseSearch
+    from sleight.samplers import search, verifiers
+
+    encode = _encoder(clip)
+    ns = [n for n in (1, 2, 4, 8, 16, 32) if n <= budget]
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps).cpu()
+    picked = {(v, n): [] for v in ("self-consistency (latent)", "oracle: evaluator adherence") for n in ns}
+    for scene in adherence.prompts(n_prompts):
+        # cfg 5 and euler / normal: how this model samples everywhere else, so N = 1 is the plain sample of seed 0.
+        _, top, report, _ = SleightNoiseSearch.execute(
+            model, encode(scene.caption), encode(""), {"samples": torch.zeros(1, 4, size // 8, size // 8)},
+            comfy.samplers.sampler_object("euler"), sigmas, cfg, seed=0, mode="random", budget=budget,
+            batch_size=budget, top_k=budget, verifier="self_consistency", early_percent=0.4, cosine=0.95,
+            neighbours=4, branches=2, branch_start_percent=0.5, renoise_steps=1, denoise_steps=2).result
+        ranked = json.loads(report)["top"]                     # every candidate, best first, with its seed
+        oracle = OracleAdherence(evaluate, scene)(verifiers.Candidates(top["samples"], decode=vae.decode)).tolist()
+        by_seed = {c["seed"]: (c["scores"]["self_consistency_latent"], adh) for c, adh in zip(ranked, oracle)}
+        for n in ns:
+            first = [by_seed[s] for s in range(n)]             # random search with budget n: seeds 0..n-1
+            for v, col in (("self-consistency (latent)", 0), ("oracle: evaluator adherence", 1)):
+                best = first[search.order([f[col] for f in first])[0]]
+                picked[v, n].append((best[col], best[1]))
+    rows = {k: (sum(s for s, _ in v) / len(v), sum(a for _, a in v) / len(v)) for k, v in picked.items()}
+    table = md_table(["verifier", "N", "mean best score", "adherence of the chosen sample"],
+                     [(v, n, f"{score:.4f}" if "oracle" not in v else f"{score:.1%}", f"{adh:.1%}")
+                      for (v, n), (score, adh) in rows.items()])
+    return table, {f"{v}, N={n}": {"best score": score, "adherence": adh} for (v, n), (score, adh) in rows.items()}
 
 
 def write_docs(text, path=DOCS):
@@ -157,12 +509,18 @@ def write_docs(text, path=DOCS):
     path.write_text(doc)
 
 
+SECTIONS = ["apg", "routing", "r2f", "addit", "designedit", "hdpainter", "search"]
+
+
 @torch.inference_mode()
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=["apg", "routing", "r2f"], default=["apg", "routing", "r2f"])
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS)
     p.add_argument("--prompts", type=int, default=24, help="APG: prompts (one seed each)")
     p.add_argument("--seeds", type=int, default=8, help="routing and R2F: seeds per case")
+    p.add_argument("--edit-seeds", type=int, default=4, help="Add-it, DesignEdit, HD-Painter: seeds per case (4 cases)")
+    p.add_argument("--search-prompts", type=int, default=16, help="noise search: prompts")
+    p.add_argument("--search-budget", type=int, default=8, help="noise search: the largest N (N = 1, 2, 4, ...)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
@@ -174,19 +532,46 @@ def main(argv=None):
     model, clip, vae = train.load()
     meta = train.read_checkpoint()[1]
     t = time.perf_counter()
+    edit = (model, clip, vae, args.edit_seeds, args.size, args.steps)
+    n_edit = args.edit_seeds * 4
+    sections = {
+        "apg": (lambda: run_apg(model, clip, vae, args.prompts, args.size, args.steps),
+                f"**APG vs CFG** ({args.prompts} prompts, one seed each"),
+        "routing": (lambda: run_routing(model, clip, vae, args.seeds, args.size, args.steps),
+                    "**Prompt routing** (a second colour routed into every cross-attention layer, cond rows"),
+        "r2f": (lambda: run_r2f(model, clip, vae, args.seeds, args.size, args.steps),
+                f"**Rare-to-Frequent** (alternate, level 3 of the SDXL map; share of {args.seeds} seeds whose centre "
+                "object has the asked colour and kind"),
+        "addit": (lambda: run_addit(*edit),
+                  f"**Add-it** (a shape added to a generated one-shape source; {n_edit} images per row; paper settings "
+                  "for a generated source: gamma 1.05, structure transfer 2/30, blending from 15/30; sampled euler / "
+                  "normal, cfg 5, the source's seed; MSE against the source outside Add-it's mask"),
+        "designedit": (lambda: run_designedit(*edit),
+                       f"**DesignEdit** (generated two-shape sources, DDIM-inverted; {n_edit} images per row; ddim, "
+                       "ddim_uniform, cfg 7.5, empty prompt; key masking steps 0.02-0.78, blending to 0.82, proximal "
+                       "guidance 0.1; shares read by the evaluator, MSE against the source"),
+        "hdpainter": (lambda: run_hdpainter(*edit),
+                      f"**HD-Painter** (hole = the centre cell as a latent noise mask; {n_edit} images per row; ddim, "
+                      "cfg 7.5; PAIntA until 0.5 of the schedule with the paper's quality suffix; RASG eta 0.1"),
+        "search": (lambda: run_search(model, clip, vae, args.search_prompts, args.size, args.steps,
+                                      budget=args.search_budget),
+                   f"**Noise search** (random, best of N seeds; {args.search_prompts} prompts; euler / normal, cfg 5; "
+                   "self-consistency at 0.4 of the schedule; one search of the largest N per prompt, each N the best "
+                   "of its first N candidates"),
+    }
     parts, raw = [], {}
-    if "apg" in args.only:
-        text, raw["apg"] = run_apg(model, clip, vae, args.prompts, args.size, args.steps)
-        parts.append(f"**APG vs CFG** ({args.prompts} prompts, one seed each):\n\n{text}")
-    if "routing" in args.only:
-        text, raw["routing"] = run_routing(model, clip, vae, args.seeds, args.size, args.steps)
-        parts.append(f"**Prompt routing** (a second colour routed into every cross-attention layer, cond rows):\n\n{text}")
-    if "r2f" in args.only:
-        text, raw["r2f"] = run_r2f(model, clip, vae, args.seeds, args.size, args.steps)
-        parts.append(f"**Rare-to-Frequent** (alternate, level 3 of the SDXL map; share of {args.seeds} seeds whose "
-                     f"centre object has the asked colour and kind):\n\n{text}")
+    for name in SECTIONS:
+        if name not in args.only:
+            continue
+        run, title = sections[name]
+        start = time.perf_counter()
+        text, raw[name] = run()
+        took = time.perf_counter() - start
+        print(f"[effects] {name}: {took:.0f} s", file=sys.stderr, flush=True)
+        parts.append(f"{title}; {took:.0f} s):\n\n{text}")
     parts.append(f"_shapes model at training step {meta['step']} ({meta['samples']} samples); {args.size} px, "
-                 f"{args.steps} steps, euler/normal; {time.perf_counter() - t:.0f} s; command: `make effects`_")
+                 f"{args.steps} steps, euler/normal unless noted; {time.perf_counter() - t:.0f} s; command: "
+                 "`make effects`_")
     text = "\n\n".join(parts)
     print(text)
     if args.json:

@@ -1,0 +1,54 @@
+"""The pure measuring pieces of scripts/effects.py on synthetic tensors and rendered scenes (no ComfyUI)."""
+import math
+
+import torch
+
+import effects
+from sleight.shapes import evaluate, world
+
+
+def test_has_matches_every_given_attribute():
+    reading = evaluate.Reading("yellow", (evaluate.Found("centre", "red", "circle", "large"),
+                                          evaluate.Found("top left", "blue", "square", "small")))
+    assert effects.has(reading, "centre", "red", "circle") and effects.has(reading, None, "blue", "square")
+    assert effects.has(reading, "top left") and not effects.has(reading, "bottom")
+    assert not effects.has(reading, "centre", "blue") and not effects.has(reading, "centre", "red", "circle", "small")
+
+
+def test_cell_masks_follow_the_grid_and_snap_to_latent_cells():
+    centre = effects.cell_mask(64, "centre")
+    assert torch.equal(centre[0].nonzero().unique(), torch.arange(21, 43))      # 0.34 / 0.66 of 64, widened
+    snapped = effects.cell_mask(64, "centre", snap=8)[0]
+    assert snapped[16:48, 16:48].all() and snapped.sum() == 32 * 32
+    two = effects.cell_mask(64, "top left", "right", snap=8)[0]
+    assert two[:24, :24].all() and two[16:48, 40:].all() and two.sum() == 24 * 24 + 32 * 24
+
+
+def test_objects_stay_inside_their_snapped_cell():
+    scenes = world.sample_scenes(16, 3, sign_p=0.0)
+    images = world.render(scenes, 64)
+    for scene, image in zip(scenes, images):
+        cells = effects.cell_mask(64, *(s.position for s in scene.shapes), snap=8)
+        background = world.PALETTE[world.COLOUR_NAMES.index(scene.background)][:, None, None]
+        outside = (image - background).abs().amax(0)[cells[0] < 0.5]
+        assert outside.max() < 1e-6
+        for shape in scene.shapes:
+            mask = effects.object_mask(evaluate, world, image, effects.cell_mask(64, shape.position, snap=8))
+            assert mask.sum() > 0 and (mask <= effects.cell_mask(64, shape.position, snap=8)).all()
+
+
+def test_masked_mse_inside_outside_and_empty_regions():
+    a, b = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    b[:, :, :2] = 1.0                                    # top half differs by 1
+    mask = torch.zeros(1, 4, 4)
+    mask[:, :2] = 1.0
+    inside, outside = effects.masked_mse(a, b, mask)
+    assert inside.tolist() == [1.0, 1.0] and outside.tolist() == [0.0, 0.0]
+    inside, outside = effects.masked_mse(a, b, torch.ones(1, 4, 4))
+    assert inside.tolist() == [0.5, 0.5] and all(math.isnan(v) for v in outside.tolist())
+
+
+def test_mean_of_counts_bools_and_leaves_nans_out():
+    out = effects.mean_of([{"hit": True, "mse": 0.2}, {"hit": False, "mse": math.nan}, {"hit": True, "mse": 0.4}])
+    assert abs(out["hit"] - 2 / 3) < 1e-12 and abs(out["mse"] - 0.3) < 1e-12
+    assert math.isnan(effects.mean_of([{"mse": math.nan}])["mse"])
