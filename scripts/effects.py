@@ -47,7 +47,6 @@ model is trained: the checkpoint's training step is printed with them.
 import argparse
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -56,9 +55,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_env  # noqa: E402
+import doc_blocks  # noqa: E402
 
 DOCS = comfy_env.ROOT / "docs" / "BENCHMARKS.md"
-MARKERS = ("<!-- effects:start -->", "<!-- effects:end -->")
 CORE = ("background", "colour", "kind", "position")
 
 
@@ -499,14 +498,7 @@ def run_search(model, clip, vae, n_prompts, size, steps, cfg=5.0, budget=8):
 
 
 def write_docs(text, path=DOCS):
-    doc = path.read_text()
-    start, end = MARKERS
-    block = f"{start}\n{text}\n{end}"
-    if start in doc:
-        doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        doc += f"\n## Effects on the shapes model (issue 8, `make effects`)\n\n{block}\n"
-    path.write_text(doc)
+    doc_blocks.write_block(path, "effects", "Effects on the shapes model (issue 8, `make effects`)", text)
 
 
 SECTIONS = ["apg", "routing", "r2f", "addit", "designedit", "hdpainter", "search"]

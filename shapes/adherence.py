@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -22,11 +21,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import comfy_env  # noqa: E402
+import doc_blocks  # noqa: E402
 
 PROMPT_SEED = 7  # the training pool uses train.CAPTION_SEED
 TARGETS = {"background": 0.90, "colour": 0.80, "kind": 0.70, "position": 0.80}  # issue 8 §2
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
-MARKERS = ("<!-- adherence:start -->", "<!-- adherence:end -->")
 
 
 def prompts(n: int, seed: int = PROMPT_SEED):
@@ -76,15 +75,8 @@ def table(acc: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str, path: Path = DOCS):
-    doc = path.read_text()
-    start, end = MARKERS
-    block = f"{start}\n{text}\n{end}"
-    if start in doc:
-        doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
-    else:
-        doc += f"\n## Shapes model: prompt adherence (issue 8)\n\n{block}\n"
-    path.write_text(doc)
+def write_docs(text, path=DOCS):
+    doc_blocks.write_block(path, "adherence", "Shapes model: prompt adherence (issue 8)", text)
 
 
 def main(argv=None):

@@ -355,9 +355,13 @@ def train(args):
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
             pred = unet(xt, t.float(), context=context)
-        loss = F.mse_loss(pred.float(), noise)
+        per_image = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = per_image.mean()  # the plain ε-MSE: what the log shows
+        # x0 error = ε error · σ²: weight ε-MSE by σ² (clamped to [1, max]) where the picture is decided
+        weight = (sigmas[t] ** 2).clamp(1.0, args.x0_weight_max) if args.x0_weight_max > 1 else None
+        objective = loss if weight is None else (weight * per_image).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         for group in opt.param_groups:
             group["lr"] = args.lr * min(1.0, (status["opt_steps"] + 1) / args.warmup)
@@ -401,6 +405,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--x0-weight-max", type=float, default=20.0,
+                   help="weight each image's ε-MSE by σ² clamped to [1, this] (x0 error where σ > 1; 1: plain ε-MSE)")
     p.add_argument("--high-noise", type=float, default=0.5,
                    help="share of timesteps drawn with density rising linearly to t = 999 (the rest uniform)")
     p.add_argument("--dropout", type=float, default=0.1, help="share of captions replaced by the empty prompt")
