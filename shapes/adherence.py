@@ -65,6 +65,36 @@ def measure(model, clip, vae, n_prompts=100, n_seeds=2, **kwargs):
     return acc, images
 
 
+def by_noise(model, clip, n_prompts=16, size=64, timesteps=(999, 900, 700, 500, 300, 100), seed=0):
+    """Does the model use its prompt, noise level by noise level? One denoising prediction x̂0 from ground-truth
+    scenes noised to t, with the caption and with the empty prompt, read by the evaluator:
+    {t: {"prompt": accuracy, "empty": accuracy}}. Equal columns at high t: the prompt is ignored where the
+    background and layout are decided."""
+    from sleight.shapes import analytic_taesd, evaluate, world
+
+    sys.path.insert(0, str(ROOT / "shapes"))
+    import train
+
+    scenes = prompts(n_prompts)
+    unet = model.model.diffusion_model
+    dtype = next(unet.parameters()).dtype
+    cond = train.encode_captions(clip, [s.caption for s in scenes])
+    empty = train.encode_captions(clip, [""]).expand_as(cond)
+    x0 = analytic_taesd.encode(world.render(scenes, size))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    alphas = 1.0 / (1.0 + model.model.model_sampling.sigmas.float() ** 2)
+    out = {}
+    for t in timesteps:
+        a = alphas[t]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        out[t] = {}
+        for name, context in (("prompt", cond), ("empty", empty)):
+            eps = unet(xt.to(dtype), torch.full((len(scenes),), float(t)), context=context.to(dtype)).float()
+            x0_hat = ((xt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+            out[t][name] = evaluate.accuracy(scenes, evaluate.read(analytic_taesd.decode(x0_hat).clamp(0, 1), block=8))
+    return out
+
+
 def table(acc: dict, meta: dict) -> str:
     lines = ["| attribute | accuracy | target |", "| --- | --- | --- |"]
     for a, v in acc.items():
@@ -92,6 +122,8 @@ def main(argv=None):
     p.add_argument("--json", type=Path, help="also write the result here")
     p.add_argument("--sheet", type=Path, help="save the first 20 images as one PNG strip here")
     p.add_argument("--write", action="store_true", help="update the table in docs/BENCHMARKS.md")
+    p.add_argument("--by-noise", action="store_true",
+                   help="instead: one-step x̂0 accuracy from noised ground truth, with the prompt and without, per t")
     args = p.parse_args(argv)
 
     comfy_env.bootstrap(cpu=args.device == "cpu")
@@ -100,6 +132,14 @@ def main(argv=None):
 
     model, clip, vae = train.load(args.checkpoint or train.CHECKPOINT, cpu=args.device == "cpu")
     _, ckpt_meta = train.read_checkpoint(args.checkpoint or train.CHECKPOINT)
+    if args.by_noise:
+        with torch.inference_mode():
+            rows = by_noise(model, clip, args.prompts)
+        print("| t | background: prompt / empty | colour | kind | position |\n| --- | --- | --- | --- | --- |")
+        for t, r in rows.items():
+            print(f"| {t} | " + " | ".join(f"{r['prompt'][a]:.0%} / {r['empty'][a]:.0%}"
+                                           for a in ("background", "colour", "kind", "position")) + " |")
+        return
     t = time.perf_counter()
     acc, images = measure(model, clip, vae, args.prompts, args.seeds, size=args.size, steps=args.steps,
                           cfg=args.cfg, batch=args.batch)
