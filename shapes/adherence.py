@@ -28,10 +28,10 @@ TARGETS = {"background": 0.90, "colour": 0.80, "kind": 0.70, "position": 0.80}  
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
 
 
-def prompts(n: int, seed: int = PROMPT_SEED):
+def prompts(n: int, seed: int = PROMPT_SEED, max_shapes: int = 3):
     from sleight.shapes import world
 
-    return world.sample_scenes(n, seed, sign_p=0.0, striped_p=0.0)
+    return world.sample_scenes(n, seed, sign_p=0.0, striped_p=0.0, max_shapes=max_shapes)
 
 
 def generate(model, clip, vae, captions, seeds, size=128, steps=20, cfg=5.0, batch=50, sampler="euler",
@@ -54,18 +54,18 @@ def generate(model, clip, vae, captions, seeds, size=128, steps=20, cfg=5.0, bat
     return torch.cat(images)
 
 
-def measure(model, clip, vae, n_prompts=100, n_seeds=2, **kwargs):
+def measure(model, clip, vae, n_prompts=100, n_seeds=2, max_shapes=3, **kwargs):
     """{attribute: accuracy} over n_prompts x n_seeds images, plus the counts."""
     from sleight.shapes import evaluate
 
-    scenes = prompts(n_prompts)
+    scenes = prompts(n_prompts, max_shapes=max_shapes)
     pairs = [(s, seed) for s in scenes for seed in range(n_seeds)]
     images = generate(model, clip, vae, [s.caption for s, _ in pairs], [seed for _, seed in pairs], **kwargs)
     acc = evaluate.accuracy([s for s, _ in pairs], evaluate.read(images, block=8))
     return acc, images
 
 
-def by_noise(model, clip, n_prompts=16, size=64, timesteps=(999, 900, 700, 500, 300, 100), seed=0):
+def by_noise(model, clip, n_prompts=16, size=64, timesteps=(999, 900, 700, 500, 300, 100), seed=0, max_shapes=3):
     """Does the model use its prompt, noise level by noise level? One denoising prediction x̂0 from ground-truth
     scenes noised to t, with the caption and with the empty prompt, read by the evaluator:
     {t: {"prompt": accuracy, "empty": accuracy}}. Equal columns at high t: the prompt is ignored where the
@@ -75,7 +75,7 @@ def by_noise(model, clip, n_prompts=16, size=64, timesteps=(999, 900, 700, 500, 
     sys.path.insert(0, str(ROOT / "shapes"))
     import train
 
-    scenes = prompts(n_prompts)
+    scenes = prompts(n_prompts, max_shapes=max_shapes)
     unet = model.model.diffusion_model
     dtype = next(unet.parameters()).dtype
     cond = train.encode_captions(clip, [s.caption for s in scenes])
@@ -122,6 +122,7 @@ def main(argv=None):
     p.add_argument("--json", type=Path, help="also write the result here")
     p.add_argument("--sheet", type=Path, help="save the first 20 images as one PNG strip here")
     p.add_argument("--write", action="store_true", help="update the table in docs/BENCHMARKS.md")
+    p.add_argument("--max-shapes", type=int, default=3, help="1: one-shape prompts (for a --simple training run)")
     p.add_argument("--by-noise", action="store_true",
                    help="instead: one-step x̂0 accuracy from noised ground truth, with the prompt and without, per t")
     args = p.parse_args(argv)
@@ -134,7 +135,7 @@ def main(argv=None):
     _, ckpt_meta = train.read_checkpoint(args.checkpoint or train.CHECKPOINT)
     if args.by_noise:
         with torch.inference_mode():
-            rows = by_noise(model, clip, args.prompts)
+            rows = by_noise(model, clip, args.prompts, max_shapes=args.max_shapes)
         print("| t | background: prompt / empty | colour | kind | position |\n| --- | --- | --- | --- | --- |")
         for t, r in rows.items():
             print(f"| {t} | " + " | ".join(f"{r['prompt'][a]:.0%} / {r['empty'][a]:.0%}"
@@ -142,7 +143,7 @@ def main(argv=None):
         return
     t = time.perf_counter()
     acc, images = measure(model, clip, vae, args.prompts, args.seeds, size=args.size, steps=args.steps,
-                          cfg=args.cfg, batch=args.batch)
+                          cfg=args.cfg, batch=args.batch, max_shapes=args.max_shapes)
     meta = {"images": args.prompts * args.seeds, "size": f"{args.size} px", "steps": args.steps,
             "cfg": args.cfg, "sampler": "euler/normal", "training step": ckpt_meta["step"],
             "samples seen": ckpt_meta["samples"], "seconds": round(time.perf_counter() - t)}

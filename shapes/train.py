@@ -123,19 +123,20 @@ def encode_captions(clip, captions, batch=32) -> torch.Tensor:
     return torch.cat(out)
 
 
-def caption_pool(clip, n, seed=CAPTION_SEED, log=None):
+def caption_pool(clip, n, seed=CAPTION_SEED, log=None, state_dir=STATE_DIR, simple=False):
     """The first n distinct captions of world's distribution (seeded), their scenes and CLIPTextEncode conds
-    (stored fp16; the empty prompt's too). Cached in build/shapes; a larger n encodes only the new captions."""
+    (stored fp16; the empty prompt's too). Cached in build/shapes; a larger n encodes only the new captions.
+    simple: one shape and no sign per scene (the tiny-models.md §C trial's kind of data)."""
     world, _ = _world()
     rng, scenes, seen = random.Random(seed), [], set()
     while len(scenes) < n:
-        scene = world.sample_scene(rng)
+        scene = world.sample_scene(rng, sign_p=0.0, max_shapes=1) if simple else world.sample_scene(rng)
         if scene.caption not in seen:
             seen.add(scene.caption)
             scenes.append(scene)
     captions = [s.caption for s in scenes]
-    key = hashlib.sha256(f"{RECIPE}:{CLIP_L_SHA256}:{seed}".encode()).hexdigest()[:12]
-    path = STATE_DIR / f"captions-{key}.pt"
+    key = hashlib.sha256(f"{RECIPE}:{CLIP_L_SHA256}:{seed}{':simple' if simple else ''}".encode()).hexdigest()[:12]
+    path = state_dir / f"captions-{key}.pt"
     cache = torch.load(path) if path.is_file() else {"captions": [], "cond": torch.empty(0, 77, 768).half()}
     have = len(cache["captions"])
     if cache["captions"] != captions[:have]:
@@ -150,7 +151,7 @@ def caption_pool(clip, n, seed=CAPTION_SEED, log=None):
                 if i + 512 >= n or time.perf_counter() - saved > 60:  # an interrupted run keeps what it encoded
                     cache.update(captions=captions[:min(i + 512, n)], cond=torch.cat(parts))
                     parts = [cache["cond"]]
-                    STATE_DIR.mkdir(parents=True, exist_ok=True)
+                    state_dir.mkdir(parents=True, exist_ok=True)
                     _atomic_save(cache, path)
                     saved = time.perf_counter()
                 _log(f"encoded {min(i + 512, n)}/{n} captions ({time.perf_counter() - t:.0f} s)", log)
@@ -292,10 +293,13 @@ def train(args):
     device = torch.device(args.device)
     comfy_env.bootstrap(cpu=device.type == "cpu")
     torch.set_num_threads(args.threads)
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    log = STATE_DIR / "train.log"
+    # --simple is an experiment beside the main run: its own folder, its checkpoint there, not in models/shapes
+    state_dir = STATE_DIR.with_name("shapes-simple") if args.simple else STATE_DIR
+    checkpoint = state_dir / CHECKPOINT.name if args.simple else CHECKPOINT
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "train.log"
     start_time = time.time()
-    state_path = STATE_DIR / "state.pt"
+    state_path = state_dir / "state.pt"
 
     model = build_model(args.seed)
     unet = model.diffusion_model.to(device).train()
@@ -309,19 +313,19 @@ def train(args):
         opt.load_state_dict(state["opt"])
         status = state["status"]
         _log(f"resumed from {state_path} at step {status['step']}", log)
-    elif args.resume and CHECKPOINT.is_file():
-        weights, meta = read_checkpoint(CHECKPOINT)
+    elif args.resume and checkpoint.is_file():
+        weights, meta = read_checkpoint(checkpoint)
         unet.load_state_dict(weights)
         ema = {k: v.to(device) for k, v in weights.items()}
         status.update(step=meta["step"], samples=meta["samples"], train_s=meta["train_s"])
-        _log(f"resumed from {CHECKPOINT.name} (EMA weights, fresh optimizer) at step {status['step']}", log)
-    elif (state_path.is_file() or CHECKPOINT.is_file()) and not args.fresh:
+        _log(f"resumed from {checkpoint.name} (EMA weights, fresh optimizer) at step {status['step']}", log)
+    elif (state_path.is_file() or checkpoint.is_file()) and not args.fresh:
         raise SystemExit("a trained model exists: pass --resume to go on, or --fresh to start over")
     else:
         _log(f"fresh start, seed {args.seed}", log)
 
     clip = load_clip(cpu=device.type == "cpu")
-    scenes, cond, empty = caption_pool(clip, args.captions, log=log)
+    scenes, cond, empty = caption_pool(clip, args.captions, log=log, state_dir=state_dir, simple=args.simple)
     del clip
     import comfy.model_management
     comfy.model_management.unload_all_models()  # the text encoder is not needed again: free its memory
@@ -336,7 +340,7 @@ def train(args):
         _atomic_save({"unet": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "status": status,
                       "args": vars(args)}, state_path)
         shell = build_model(args.seed)  # a second model to hold the EMA weights while saving
-        save_checkpoint(CHECKPOINT, shell, {k: v.cpu() for k, v in ema.items()}, meta)
+        save_checkpoint(checkpoint, shell, {k: v.cpu() for k, v in ema.items()}, meta)
         _log(f"saved step {status['step']} ({status['samples']} samples, loss ema {status['loss_ema'] or 0:.4f})", log)
 
     deadline = start_time + args.minutes * 60
@@ -407,6 +411,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--x0-weight-max", type=float, default=20.0,
                    help="weight each image's ε-MSE by σ² clamped to [1, this] (x0 error where σ > 1; 1: plain ε-MSE)")
+    p.add_argument("--simple", action="store_true",
+                   help="experiment: one shape, no sign (the §C trial's data), in build/shapes-simple")
     p.add_argument("--high-noise", type=float, default=0.5,
                    help="share of timesteps drawn with density rising linearly to t = 999 (the rest uniform)")
     p.add_argument("--dropout", type=float, default=0.1, help="share of captions replaced by the empty prompt")

@@ -166,9 +166,11 @@ def _draw_pair(rng, background):
         return colour, kind
 
 
-def sample_scene(rng: random.Random, sign_p: float = SIGN_P, striped_p: float = STRIPED_P) -> Scene:
+def sample_scene(rng: random.Random, sign_p: float = SIGN_P, striped_p: float = STRIPED_P,
+                 max_shapes: int = max(SHAPE_COUNT_WEIGHTS)) -> Scene:
     background = rng.choice(COLOUR_NAMES)
-    n = rng.choices(list(SHAPE_COUNT_WEIGHTS), weights=list(SHAPE_COUNT_WEIGHTS.values()))[0]
+    counts = [n for n in SHAPE_COUNT_WEIGHTS if n <= max_shapes]
+    n = rng.choices(counts, weights=[SHAPE_COUNT_WEIGHTS[c] for c in counts])[0]
     with_sign = background != SIGN_COLOUR and rng.random() < sign_p
     slots = rng.sample(POSITION_NAMES, n + with_sign)
     shapes = []
