@@ -258,6 +258,9 @@ def batch(step, args, scenes):
         high = (torch.rand(args.batch, generator=gen).sqrt() * 1000).long().clamp_max(999)  # decided there
         t = torch.where(torch.rand(args.batch, generator=gen) < args.high_noise, high, t)
     noise = torch.randn(x0.shape, generator=gen)
+    if args.offset_noise > 0:  # offset noise (Guttenberg 2023): ε += s·N(0, 1) per image and channel, so x_t's
+        # mean stops leaking the background at t = 999 (SD1's terminal SNR is not 0): only the caption tells it
+        noise = noise + args.offset_noise * torch.randn(*x0.shape[:2], 1, 1, generator=gen)
     return x0, torch.tensor(idx), drop, t, noise
 
 
@@ -294,8 +297,8 @@ def train(args):
     comfy_env.bootstrap(cpu=device.type == "cpu")
     torch.set_num_threads(args.threads)
     # --simple is an experiment beside the main run: its own folder, its checkpoint there, not in models/shapes
-    state_dir = STATE_DIR.with_name("shapes-simple") if args.simple else STATE_DIR
-    checkpoint = state_dir / CHECKPOINT.name if args.simple else CHECKPOINT
+    state_dir = args.run_dir.resolve() if args.run_dir else (STATE_DIR.with_name("shapes-simple") if args.simple else STATE_DIR)
+    checkpoint = CHECKPOINT if state_dir == STATE_DIR else state_dir / CHECKPOINT.name
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "train.log"
     start_time = time.time()
@@ -321,6 +324,14 @@ def train(args):
         _log(f"resumed from {checkpoint.name} (EMA weights, fresh optimizer) at step {status['step']}", log)
     elif (state_path.is_file() or checkpoint.is_file()) and not args.fresh:
         raise SystemExit("a trained model exists: pass --resume to go on, or --fresh to start over")
+    elif args.init_from:
+        # curriculum: a new run (step 0, fresh optimizer and warm-up) from another run's weights and EMA
+        state = torch.load(args.init_from, map_location=device)
+        unet.load_state_dict(state["unet"])
+        ema = state["ema"]
+        status["init"] = {"from": str(args.init_from), "step": state["status"]["step"],
+                          "samples": state["status"]["samples"], "train_s": round(state["status"]["train_s"])}
+        _log(f"fresh start from the weights of {args.init_from} (step {status['init']['step']})", log)
     else:
         _log(f"fresh start, seed {args.seed}", log)
 
@@ -336,7 +347,7 @@ def train(args):
     def save():
         meta = {"recipe": RECIPE, "step": status["step"], "samples": status["samples"],
                 "train_s": round(status["train_s"]), "sizes": args.sizes, "captions": args.captions,
-                "seed": args.seed, "loss_ema": status["loss_ema"]}
+                "seed": args.seed, "loss_ema": status["loss_ema"], "init": status.get("init")}
         _atomic_save({"unet": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "status": status,
                       "args": vars(args)}, state_path)
         shell = build_model(args.seed)  # a second model to hold the EMA weights while saving
@@ -401,6 +412,8 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=35, help="wall-clock budget of this run, set-up included")
     p.add_argument("--resume", action="store_true", help="continue from build/shapes/state.pt or the committed weights")
     p.add_argument("--fresh", action="store_true", help="start over, overwriting trained weights")
+    p.add_argument("--init-from", type=Path,
+                   help="with --fresh: start from another run's state.pt weights (e.g. build/shapes-simple)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU (see README)")
     p.add_argument("--workers", type=int, default=0, help="processes that draw batches ahead (0: in line)")
@@ -415,6 +428,10 @@ def main(argv=None):
                    help="experiment: one shape, no sign (the §C trial's data), in build/shapes-simple")
     p.add_argument("--high-noise", type=float, default=0.5,
                    help="share of timesteps drawn with density rising linearly to t = 999 (the rest uniform)")
+    p.add_argument("--offset-noise", type=float, default=0.0,
+                   help="add this times N(0, 1) per image and channel to ε (offset noise; 0: off, batches as before)")
+    p.add_argument("--run-dir", type=Path,
+                   help="an experiment's folder (state, log, checkpoint, caption cache) instead of build/shapes")
     p.add_argument("--dropout", type=float, default=0.1, help="share of captions replaced by the empty prompt")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--captions", type=int, default=2048, help="distinct captions in the (cached) pool")
