@@ -561,7 +561,7 @@ def main(argv=None):
         took = time.perf_counter() - start
         print(f"[effects] {name}: {took:.0f} s", file=sys.stderr, flush=True)
         parts.append(f"{title}; {took:.0f} s):\n\n{text}")
-    parts.append(f"_shapes model at training step {meta['step']} ({meta['samples']} samples); {args.size} px, "
+    parts.append(f"_shapes model after {train.describe(meta)}; {args.size} px, "
                  f"{args.steps} steps, euler/normal unless noted; {time.perf_counter() - t:.0f} s; command: "
                  "`make effects`_")
     text = "\n\n".join(parts)

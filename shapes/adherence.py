@@ -145,8 +145,7 @@ def main(argv=None):
     acc, images = measure(model, clip, vae, args.prompts, args.seeds, size=args.size, steps=args.steps,
                           cfg=args.cfg, batch=args.batch, max_shapes=args.max_shapes)
     meta = {"images": args.prompts * args.seeds, "size": f"{args.size} px", "steps": args.steps,
-            "cfg": args.cfg, "sampler": "euler/normal", "training step": ckpt_meta["step"],
-            "samples seen": ckpt_meta["samples"], "seconds": round(time.perf_counter() - t)}
+            "cfg": args.cfg, "sampler": "euler/normal", "trained": train.describe(ckpt_meta), "seconds": round(time.perf_counter() - t)}
     text = table(acc, meta)
     print(text)
     if args.json:

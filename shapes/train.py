@@ -1,12 +1,17 @@
 """Train the shapes-world model: the `sd15_micro` UNet (16 M parameters, detected by ComfyUI as SD1.5) on
 world.py's scenes, with tiny_models' frozen seeded CLIP-L as text encoder and the analytic TAESD as VAE.
 
-    .venv/bin/python shapes/train.py --minutes 35 --threads 1     # a first run (nothing trained yet)
+The committed model is a curriculum (shapes/README.md has the exact commands): one-shape scenes first
+(--simple, 64 px), then the full world from those weights (--init-from):
+
+    .venv/bin/python shapes/train.py --simple --fresh --minutes 60 --threads 2   # build/shapes-simple
+    .venv/bin/python shapes/train.py --fresh --init-from build/shapes-simple/state.pt --minutes 60 --threads 2
     .venv/bin/python shapes/train.py --resume --minutes 60        # go on: build/shapes/state.pt, else the
                                                                   # committed weights with a fresh optimizer
 
-DDPM epsilon-prediction on ComfyUI's own SD1 schedule (half the timesteps skewed to high noise), AdamW with warm-up, 10 % caption dropout (the empty
-prompt, as CLIPTextEncode("") gives it), gradient clipping, EMA; steps alternate 64 and 128 px (--sizes).
+DDPM epsilon-prediction on ComfyUI's own SD1 schedule with offset noise, AdamW with warm-up, 10 % caption
+dropout (the empty prompt, as CLIPTextEncode("") gives it), gradient clipping, EMA; steps cycle 64, 64 and
+128 px (--sizes).
 Every batch is a pure function of (seed, step), so a resumed run draws exactly the batches an uninterrupted
 one would. Every --save-minutes, at the end and on SIGTERM it writes build/shapes/state.pt (everything, for
 --resume) and the EMA weights in fp16 to models/shapes/sleight-shapes-sd15.safetensors, saved as
@@ -225,6 +230,13 @@ def read_checkpoint(path=CHECKPOINT):
     return weights, meta
 
 
+def describe(meta) -> str:
+    """How far a checkpoint got, counting a curriculum's first stage: "2471 + 960 steps (110 304 samples)"."""
+    init = meta.get("init") or {"step": 0, "samples": 0}
+    steps = f"{init['step']} + {meta['step']}" if init["step"] else f"{meta['step']}"
+    return f"{steps} steps ({init['samples'] + meta['samples']:,} samples)".replace(",", " ")
+
+
 def load(path=CHECKPOINT, cpu=True):
     """(model_patcher, clip, vae) as CheckpointLoaderSimple + CLIPLoader would give them."""
     comfy_env.bootstrap(cpu=cpu)
@@ -296,7 +308,9 @@ def train(args):
     device = torch.device(args.device)
     comfy_env.bootstrap(cpu=device.type == "cpu")
     torch.set_num_threads(args.threads)
-    # --simple is an experiment beside the main run: its own folder, its checkpoint there, not in models/shapes
+    # --simple is the curriculum's first stage: its own folder, its checkpoint there, not in models/shapes
+    args.sizes = args.sizes or ([64] if args.simple else [64, 64, 128])
+    args.captions = args.captions or (512 if args.simple else 2048)
     state_dir = args.run_dir.resolve() if args.run_dir else (STATE_DIR.with_name("shapes-simple") if args.simple else STATE_DIR)
     checkpoint = CHECKPOINT if state_dir == STATE_DIR else state_dir / CHECKPOINT.name
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -349,7 +363,7 @@ def train(args):
                 "train_s": round(status["train_s"]), "sizes": args.sizes, "captions": args.captions,
                 "seed": args.seed, "loss_ema": status["loss_ema"], "init": status.get("init")}
         _atomic_save({"unet": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "status": status,
-                      "args": vars(args)}, state_path)
+                      "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, state_path)
         shell = build_model(args.seed)  # a second model to hold the EMA weights while saving
         save_checkpoint(checkpoint, shell, {k: v.cpu() for k, v in ema.items()}, meta)
         _log(f"saved step {status['step']} ({status['samples']} samples, loss ema {status['loss_ema'] or 0:.4f})", log)
@@ -418,23 +432,23 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU (see README)")
     p.add_argument("--workers", type=int, default=0, help="processes that draw batches ahead (0: in line)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the UNet (GPU)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="image sizes, cycled step by step")
+    p.add_argument("--sizes", type=int, nargs="+", help="image sizes, cycled step by step (default 64 64 128; --simple: 64)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--x0-weight-max", type=float, default=20.0,
+    p.add_argument("--x0-weight-max", type=float, default=1.0,
                    help="weight each image's ε-MSE by σ² clamped to [1, this] (x0 error where σ > 1; 1: plain ε-MSE)")
     p.add_argument("--simple", action="store_true",
-                   help="experiment: one shape, no sign (the §C trial's data), in build/shapes-simple")
-    p.add_argument("--high-noise", type=float, default=0.5,
+                   help="the curriculum's first stage: one shape, no sign (the §C trial's data), in build/shapes-simple")
+    p.add_argument("--high-noise", type=float, default=0.0,
                    help="share of timesteps drawn with density rising linearly to t = 999 (the rest uniform)")
-    p.add_argument("--offset-noise", type=float, default=0.0,
+    p.add_argument("--offset-noise", type=float, default=0.3,
                    help="add this times N(0, 1) per image and channel to ε (offset noise; 0: off, batches as before)")
     p.add_argument("--run-dir", type=Path,
                    help="an experiment's folder (state, log, checkpoint, caption cache) instead of build/shapes")
     p.add_argument("--dropout", type=float, default=0.1, help="share of captions replaced by the empty prompt")
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--captions", type=int, default=2048, help="distinct captions in the (cached) pool")
+    p.add_argument("--captions", type=int, help="distinct captions in the (cached) pool (default 2048; --simple: 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, help="also stop at this step (total, counting resumed steps)")
     p.add_argument("--save-minutes", type=float, default=10)

@@ -25,3 +25,11 @@ def test_batches_repeat_and_offset_noise_adds_a_constant_per_image_and_channel()
     per_channel = shift.mean(dim=(2, 3), keepdim=True)
     assert torch.allclose(shift, per_channel.expand_as(shift), atol=1e-6)
     assert 0.1 < per_channel.std() / 0.3 < 2.5  # ~N(0, 0.3²) over 24 draws
+
+
+def test_describe_counts_the_curriculum_first_stage():
+    from sleight.shapes import train
+
+    assert train.describe({"step": 960, "samples": 30720}) == "960 steps (30 720 samples)"
+    stage2 = {"step": 960, "samples": 30720, "init": {"step": 2471, "samples": 79072}}
+    assert train.describe(stage2) == "2471 + 960 steps (109 792 samples)"
