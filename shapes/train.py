@@ -334,7 +334,7 @@ def train(args):
         weights, meta = read_checkpoint(checkpoint)
         unet.load_state_dict(weights)
         ema = {k: v.to(device) for k, v in weights.items()}
-        status.update(step=meta["step"], samples=meta["samples"], train_s=meta["train_s"])
+        status.update(step=meta["step"], samples=meta["samples"], train_s=meta["train_s"], init=meta.get("init"))
         _log(f"resumed from {checkpoint.name} (EMA weights, fresh optimizer) at step {status['step']}", log)
     elif (state_path.is_file() or checkpoint.is_file()) and not args.fresh:
         raise SystemExit("a trained model exists: pass --resume to go on, or --fresh to start over")
@@ -427,7 +427,7 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from build/shapes/state.pt or the committed weights")
     p.add_argument("--fresh", action="store_true", help="start over, overwriting trained weights")
     p.add_argument("--init-from", type=Path,
-                   help="with --fresh: start from another run's state.pt weights (e.g. build/shapes-simple)")
+                   help="a new run from another run's state.pt weights (the curriculum's stage 2: build/shapes-simple/state.pt)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU (see README)")
     p.add_argument("--workers", type=int, default=0, help="processes that draw batches ahead (0: in line)")
