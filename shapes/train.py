@@ -166,19 +166,33 @@ def caption_pool(clip, n, seed=CAPTION_SEED, log=None, state_dir=STATE_DIR, simp
 # ---------------------------------------------------------------- the UNet and its files
 
 
-def unet_config():
+# name: tiny_models._unet(channel_mult, res blocks, transformer depth in / out, middle); all detected as SD15
+ARCHS = {
+    # one level, one res block, one transformer in, [0, 1] out, no middle block (-2): 16.2 M parameters. Its
+    # receptive field is 17 latent pixels, about the whole 8x8 latent at 64 px but half of 16x16 at 128 px.
+    "micro": ([1], [1], [1], [0, 1], -2),
+    # micro plus a half-resolution level of res blocks without attention (27.1 M, 54 MB in fp16): the receptive
+    # field covers a 128 px image, so positions need not be read off the zero padding.
+    "two-level": ([1, 1], [1, 1], [1, 0], [0, 1, 0, 0], -2),
+}
+
+
+def unet_config(arch="micro"):
     import tiny_models
 
-    # channel_mult [1], one res block, one transformer in, [0, 1] out, no middle block (-2)
-    return tiny_models._unet([1], [1], [1], [0, 1], -2)
+    return tiny_models._unet(*ARCHS[arch])
 
 
-def build_model(seed):
-    """A comfy BaseModel (fp32) of sd15_micro, detected as SD15, initialised from per-tensor seeds."""
+def arch_of(weights: dict) -> str:
+    return "two-level" if "input_blocks.2.0.op.weight" in weights else "micro"
+
+
+def build_model(seed, arch="micro"):
+    """A comfy BaseModel (fp32) of ARCHS[arch], detected as SD15, initialised from per-tensor seeds."""
     comfy_env.bootstrap()
     import comfy.model_detection
 
-    config = comfy.model_detection.model_config_from_unet_config(unet_config())
+    config = comfy.model_detection.model_config_from_unet_config(unet_config(arch))
     assert type(config).__name__ == "SD15", type(config)
     model = config.get_model({}, device=torch.device("cpu"))
     unet = model.diffusion_model
@@ -195,8 +209,36 @@ def build_model(seed):
             if name == "out.2" or name.endswith(("out_layers.3", "proj_out")):
                 module.weight.zero_()
     found = comfy.model_detection.detect_unet_config(unet.state_dict(), "")
-    assert found == unet_config(), f"detection differs: {found}"
+    assert found == unet_config(arch), f"detection differs: {found}"
     return model
+
+
+def grow(micro: dict, fresh: dict) -> dict:
+    """Two-level weights that start as the trained micro UNet, for --init-from a micro state with --arch two-level.
+
+    Micro's blocks keep their places (its output blocks 0, 1 become 2, 3). The new level starts as a pass-through:
+    the downsample is a 2x2 average, the res blocks' residual branches are zero (build_model) and their 1x1
+    skips pass the upper half of the concatenation on, the upsample's conv is the identity. Micro's output block 0
+    read cat(h1, h1); it now reads cat(upsample(average(h1)), h1), the same but for detail finer than 2 latent
+    pixels, and training takes it from there.
+    """
+    out = {k: v.clone() for k, v in fresh.items()}
+    moved = {"output_blocks.0.": "output_blocks.2.", "output_blocks.1.": "output_blocks.3."}
+    for k, v in micro.items():
+        prefix = next((p for p in moved if k.startswith(p)), None)
+        out[moved[prefix] + k[len(prefix):] if prefix else k] = v.clone()
+    eye = torch.eye(320)[:, :, None, None]
+    down, up = out["input_blocks.2.0.op.weight"], out["output_blocks.1.1.conv.weight"]
+    down.zero_()
+    down[:, :, 1:3, 1:3] = eye / 4  # stride 2, padding 1: taps 1..2 are the 2x2 block
+    up.zero_()
+    up[:, :, 1:2, 1:2] = eye
+    for block in ("output_blocks.0.0", "output_blocks.1.0"):
+        out[f"{block}.skip_connection.weight"] = torch.cat([eye, torch.zeros_like(eye)], 1)
+    for k in ("input_blocks.2.0.op.bias", "output_blocks.1.1.conv.bias", "output_blocks.0.0.skip_connection.bias",
+              "output_blocks.1.0.skip_connection.bias"):
+        out[k].zero_()
+    return {k: v.to(fresh[k].dtype) for k, v in out.items()}
 
 
 def checkpoint_sd(model, unet_weights) -> dict:
@@ -318,20 +360,34 @@ def train(args):
     start_time = time.time()
     state_path = state_dir / "state.pt"
 
-    model = build_model(args.seed)
+    # The architecture: the resumed weights', else --arch (an --init-from micro state grows into two-level)
+    state = weights = None
+    if args.resume and state_path.is_file():
+        state = torch.load(state_path, map_location=device)
+        arch = arch_of(state["unet"])
+    elif args.resume and checkpoint.is_file():
+        weights, meta = read_checkpoint(checkpoint)
+        arch = arch_of(weights)
+    elif args.init_from:
+        state = torch.load(args.init_from, map_location=device)
+        arch = args.arch or arch_of(state["unet"])
+    else:
+        arch = args.arch or "micro"
+    if args.arch and args.arch != arch:
+        raise SystemExit(f"--arch {args.arch}: the run being resumed is {arch}")
+
+    model = build_model(args.seed, arch)
     unet = model.diffusion_model.to(device).train()
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     status = {"step": 0, "opt_steps": 0, "samples": 0, "train_s": 0.0, "loss_ema": None}
-    if args.resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device)
+    if args.resume and state is not None:
         unet.load_state_dict(state["unet"])
         ema = state["ema"]
         opt.load_state_dict(state["opt"])
         status = state["status"]
         _log(f"resumed from {state_path} at step {status['step']}", log)
-    elif args.resume and checkpoint.is_file():
-        weights, meta = read_checkpoint(checkpoint)
+    elif args.resume and weights is not None:
         unet.load_state_dict(weights)
         ema = {k: v.to(device) for k, v in weights.items()}
         status.update(step=meta["step"], samples=meta["samples"], train_s=meta["train_s"], init=meta.get("init"))
@@ -340,14 +396,19 @@ def train(args):
         raise SystemExit("a trained model exists: pass --resume to go on, or --fresh to start over")
     elif args.init_from:
         # curriculum: a new run (step 0, fresh optimizer and warm-up) from another run's weights and EMA
-        state = torch.load(args.init_from, map_location=device)
-        unet.load_state_dict(state["unet"])
-        ema = state["ema"]
+        source = arch_of(state["unet"])
+        if source != arch and (source, arch) != ("micro", "two-level"):
+            raise SystemExit(f"--init-from a {source} state cannot start a {arch} run")
+        fresh = unet.state_dict()
+        unet.load_state_dict(state["unet"] if source == arch else grow(state["unet"], fresh))
+        ema = state["ema"] if source == arch else grow(state["ema"], fresh)
         status["init"] = {"from": str(args.init_from), "step": state["status"]["step"],
                           "samples": state["status"]["samples"], "train_s": round(state["status"]["train_s"])}
-        _log(f"fresh start from the weights of {args.init_from} (step {status['init']['step']})", log)
+        grown = "" if source == arch else f", grown from {source} to {arch}"
+        _log(f"fresh start from the weights of {args.init_from} (step {status['init']['step']}{grown})", log)
     else:
         _log(f"fresh start, seed {args.seed}", log)
+    del state, weights
 
     clip = load_clip(cpu=device.type == "cpu")
     scenes, cond, empty = caption_pool(clip, args.captions, log=log, state_dir=state_dir, simple=args.simple)
@@ -364,7 +425,7 @@ def train(args):
                 "seed": args.seed, "loss_ema": status["loss_ema"], "init": status.get("init")}
         _atomic_save({"unet": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "status": status,
                       "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, state_path)
-        shell = build_model(args.seed)  # a second model to hold the EMA weights while saving
+        shell = build_model(args.seed, arch)  # a second model to hold the EMA weights while saving
         save_checkpoint(checkpoint, shell, {k: v.cpu() for k, v in ema.items()}, meta)
         _log(f"saved step {status['step']} ({status['samples']} samples, loss ema {status['loss_ema'] or 0:.4f})", log)
 
@@ -428,6 +489,8 @@ def main(argv=None):
     p.add_argument("--fresh", action="store_true", help="start over, overwriting trained weights")
     p.add_argument("--init-from", type=Path,
                    help="a new run from another run's state.pt weights (the curriculum's stage 2: build/shapes-simple/state.pt)")
+    p.add_argument("--arch", choices=list(ARCHS), help="the UNet of a fresh or --init-from run (default micro; "
+                   "resumed runs keep theirs)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU (see README)")
     p.add_argument("--workers", type=int, default=0, help="processes that draw batches ahead (0: in line)")

@@ -33,3 +33,40 @@ def test_describe_counts_the_curriculum_first_stage():
     assert train.describe({"step": 960, "samples": 30720}) == "960 steps (30 720 samples)"
     stage2 = {"step": 960, "samples": 30720, "init": {"step": 2471, "samples": 79072}}
     assert train.describe(stage2) == "2471 + 960 steps (109 792 samples)"
+
+
+def test_grow_keeps_micro_blocks_in_place_and_starts_the_new_level_as_average_then_upsample():
+    import torch.nn.functional as F
+
+    from sleight.shapes import train
+
+    micro = train.build_model(seed=1, arch="micro").diffusion_model
+    with torch.no_grad():  # build_model zeroes the residual branches' last layers: make them count
+        for name, p in micro.named_parameters():
+            if name.endswith(("out_layers.3.weight", "proj_out.weight", "out.2.weight")):
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.02)
+    two = train.build_model(seed=0, arch="two-level").diffusion_model
+    two.load_state_dict(train.grow(micro.state_dict(), two.state_dict()))
+    assert (train.arch_of(micro.state_dict()), train.arch_of(two.state_dict())) == ("micro", "two-level")
+
+    g = torch.Generator().manual_seed(2)
+    x, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 768, generator=g)
+    t = torch.tensor([100.0, 800.0])
+    seen = {}
+
+    def keep_h1(module, args, out):
+        seen["h1"] = out
+
+    def new_level(module, args, out):
+        seen["level"] = out
+        return seen["h1"] if seen.get("replace") else out
+
+    two.input_blocks[1][-1].register_forward_hook(keep_h1)  # blocks run layer by layer
+    two.output_blocks[1][-1].register_forward_hook(new_level)
+    with torch.no_grad():
+        grown = two(x, t, context=ctx)
+        expect = F.interpolate(F.avg_pool2d(seen["h1"], 2), scale_factor=2, mode="nearest")
+        assert torch.allclose(seen["level"], expect, atol=1e-5)
+        seen["replace"] = True  # the new level handing on h1 exactly: micro's function, bit for bit in fp32
+        assert torch.allclose(two(x, t, context=ctx), micro(x, t, context=ctx), atol=1e-5)
+        assert not torch.allclose(grown, micro(x, t, context=ctx), atol=1e-3)  # the average does lose detail
