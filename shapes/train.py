@@ -8,6 +8,8 @@ The committed model is a curriculum (shapes/README.md has the exact commands): o
     .venv/bin/python shapes/train.py --fresh --init-from build/shapes-simple/state.pt --minutes 60 --threads 2
     .venv/bin/python shapes/train.py --resume --minutes 60        # go on: build/shapes/state.pt, else the
                                                                   # committed weights with a fresh optimizer
+    .venv/bin/python shapes/train.py --init-from STATE --arch two-level --run-dir build/shapes-grown  # grow a
+                                                                  # micro run into the two-level UNet
 
 DDPM epsilon-prediction on ComfyUI's own SD1 schedule with offset noise, AdamW with warm-up, 10 % caption
 dropout (the empty prompt, as CLIPTextEncode("") gives it), gradient clipping, EMA; steps cycle 64, 64 and
@@ -273,7 +275,7 @@ def read_checkpoint(path=CHECKPOINT):
 
 
 def describe(meta) -> str:
-    """How far a checkpoint got, counting a curriculum's first stage: "2471 + 960 steps (110 304 samples)"."""
+    """How far a checkpoint got, counting a curriculum's earlier stages: "2471 + 960 steps (110 304 samples)"."""
     init = meta.get("init") or {"step": 0, "samples": 0}
     steps = f"{init['step']} + {meta['step']}" if init["step"] else f"{meta['step']}"
     return f"{steps} steps ({init['samples'] + meta['samples']:,} samples)".replace(",", " ")
@@ -402,8 +404,9 @@ def train(args):
         fresh = unet.state_dict()
         unet.load_state_dict(state["unet"] if source == arch else grow(state["unet"], fresh))
         ema = state["ema"] if source == arch else grow(state["ema"], fresh)
-        status["init"] = {"from": str(args.init_from), "step": state["status"]["step"],
-                          "samples": state["status"]["samples"], "train_s": round(state["status"]["train_s"])}
+        done, before = state["status"], state["status"].get("init") or {}  # earlier stages count too
+        status["init"] = {"from": str(args.init_from), **{k: round(done[k] + before.get(k, 0))
+                                                          for k in ("step", "samples", "train_s")}}
         grown = "" if source == arch else f", grown from {source} to {arch}"
         _log(f"fresh start from the weights of {args.init_from} (step {status['init']['step']}{grown})", log)
     else:

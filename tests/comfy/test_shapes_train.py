@@ -1,6 +1,8 @@
 """Training batches are a pure function of (seed, step), and offset noise only adds a per-channel constant."""
 import argparse
 
+import pytest
+
 import torch
 
 from sleight.shapes import world
@@ -70,3 +72,26 @@ def test_grow_keeps_micro_blocks_in_place_and_starts_the_new_level_as_average_th
         seen["replace"] = True  # the new level handing on h1 exactly: micro's function, bit for bit in fp32
         assert torch.allclose(two(x, t, context=ctx), micro(x, t, context=ctx), atol=1e-5)
         assert not torch.allclose(grown, micro(x, t, context=ctx), atol=1e-3)  # the average does lose detail
+
+
+def test_a_grown_curriculum_stage_counts_every_earlier_stage_and_loads_as_sd15(tmp_path):
+    import comfy.sd
+
+    from sleight.shapes import train
+
+    def stage(name, *extra):
+        train.main(["--run-dir", str(tmp_path / name), "--max-steps", "1", "--batch", "2", "--captions", "4",
+                    "--sizes", "64", "--save-minutes", "60", *extra])
+        return tmp_path / name
+
+    one = stage("one", "--simple")
+    two = stage("two", "--init-from", str(one / "state.pt"))
+    three = stage("three", "--init-from", str(two / "state.pt"), "--arch", "two-level")
+    weights, meta = train.read_checkpoint(three / train.CHECKPOINT.name)
+    assert train.arch_of(weights) == "two-level"
+    assert meta["init"]["step"] == 2 and train.describe(meta) == "2 + 1 steps (6 samples)"
+    patcher = comfy.sd.load_checkpoint_guess_config(str(three / train.CHECKPOINT.name), output_vae=False,
+                                                     output_clip=False)[0]
+    assert type(patcher.model.model_config).__name__ == "SD15"
+    with pytest.raises(SystemExit, match="micro"):
+        stage("two", "--resume", "--arch", "two-level")
