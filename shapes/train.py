@@ -364,7 +364,8 @@ def train(args):
 
     # The architecture: the resumed weights', else --arch (an --init-from micro state grows into two-level)
     state = weights = None
-    if args.resume and state_path.is_file():
+    resume_state = args.resume and state_path.is_file()
+    if resume_state:
         state = torch.load(state_path, map_location=device)
         arch = arch_of(state["unet"])
     elif args.resume and checkpoint.is_file():
@@ -383,13 +384,13 @@ def train(args):
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     status = {"step": 0, "opt_steps": 0, "samples": 0, "train_s": 0.0, "loss_ema": None}
-    if args.resume and state is not None:
+    if resume_state:
         unet.load_state_dict(state["unet"])
         ema = state["ema"]
         opt.load_state_dict(state["opt"])
         status = state["status"]
         _log(f"resumed from {state_path} at step {status['step']}", log)
-    elif args.resume and weights is not None:
+    elif weights is not None:
         unet.load_state_dict(weights)
         ema = {k: v.to(device) for k, v in weights.items()}
         status.update(step=meta["step"], samples=meta["samples"], train_s=meta["train_s"], init=meta.get("init"))

@@ -95,3 +95,6 @@ def test_a_grown_curriculum_stage_counts_every_earlier_stage_and_loads_as_sd15(t
     assert type(patcher.model.model_config).__name__ == "SD15"
     with pytest.raises(SystemExit, match="micro"):
         stage("two", "--resume", "--arch", "two-level")
+    # --resume with nothing to resume in its folder is an --init-from start, not a resume of the source
+    again = stage("again", "--resume", "--init-from", str(one / "state.pt"))
+    assert train.read_checkpoint(again / train.CHECKPOINT.name)[1]["init"]["step"] == 1
