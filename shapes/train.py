@@ -458,7 +458,7 @@ def train(args):
         objective.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, (status["opt_steps"] + 1) / args.warmup)
+            group["lr"] = args.lr * lr_factor(status["opt_steps"], status["step"], args)
         opt.step()
         status["opt_steps"] += 1
         decay = min(args.ema, (1 + status["opt_steps"]) / (10 + status["opt_steps"]))
@@ -484,6 +484,15 @@ def train(args):
     save()
     if stop:
         raise SystemExit(128 + signal.SIGTERM)  # saved, but say it was stopped (a supervisor may restart it)
+
+
+def lr_factor(opt_steps, step, args):
+    """Linear warm-up over this run's first optimizer steps; with --cooldown-from, a linear fall to 0 at --max-steps
+    (the cool-down of a warmup-stable-decay schedule)."""
+    factor = min(1.0, (opt_steps + 1) / args.warmup)
+    if args.cooldown_from is not None and step >= args.cooldown_from:
+        factor *= max(0.0, (args.max_steps - step) / (args.max_steps - args.cooldown_from))
+    return factor
 
 
 def main(argv=None):
@@ -518,9 +527,14 @@ def main(argv=None):
     p.add_argument("--captions", type=int, help="distinct captions in the (cached) pool (default 2048; --simple: 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, help="also stop at this step (total, counting resumed steps)")
+    p.add_argument("--cooldown-from", type=int, help="from this step the learning rate falls linearly to 0 at "
+                   "--max-steps (total steps, counting resumed ones)")
     p.add_argument("--save-minutes", type=float, default=10)
     p.add_argument("--log-every", type=int, default=10)
-    train(p.parse_args(argv))
+    args = p.parse_args(argv)
+    if args.cooldown_from is not None and (args.max_steps is None or args.max_steps <= args.cooldown_from):
+        p.error("--cooldown-from needs a larger --max-steps: the step where the learning rate reaches 0")
+    train(args)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,18 @@ def test_describe_counts_the_curriculum_first_stage():
     assert train.describe(stage2) == "2471 + 960 steps (109 792 samples)"
 
 
+def test_learning_rate_warms_up_then_cools_down_linearly_to_zero_at_max_steps():
+    from sleight.shapes import train
+
+    plain = argparse.Namespace(warmup=100, cooldown_from=None, max_steps=None)
+    assert [train.lr_factor(n, 5000 + n, plain) for n in (0, 49, 99, 500)] == [0.01, 0.5, 1.0, 1.0]
+    cool = argparse.Namespace(warmup=100, cooldown_from=1000, max_steps=1400)
+    assert [train.lr_factor(500, s, cool) for s in (999, 1000, 1100, 1399, 1400)] == [1.0, 1.0, 0.75, 0.0025, 0.0]
+    assert train.lr_factor(49, 1200, cool) == 0.25  # a resumed cool-down still warms its fresh optimizer up
+    with pytest.raises(SystemExit):
+        train.main(["--cooldown-from", "10", "--max-steps", "10"])
+
+
 def test_grow_keeps_micro_blocks_in_place_and_starts_the_new_level_as_average_then_upsample():
     import torch.nn.functional as F
 
