@@ -1,8 +1,10 @@
-"""Train the shapes-world model: the `sd15_micro` UNet (16 M parameters, detected by ComfyUI as SD1.5) on
-world.py's scenes, with tiny_models' frozen seeded CLIP-L as text encoder and the analytic TAESD as VAE.
+"""Train the shapes-world model: a small UNet (ARCHS: micro, 16 M parameters, or two-level, 27 M; both detected
+by ComfyUI as SD1.5) on world.py's scenes, with tiny_models' frozen seeded CLIP-L as text encoder and the analytic
+TAESD as VAE.
 
 The committed model is a curriculum (shapes/README.md has the exact commands): one-shape scenes first
-(--simple, 64 px), then the full world from those weights (--init-from):
+(--simple, 64 px), then the full world from those weights (--init-from), then the micro UNet grown into the
+two-level one and cooled down (--arch two-level, --cooldown-from):
 
     .venv/bin/python shapes/train.py --simple --fresh --minutes 60 --threads 2   # build/shapes-simple
     .venv/bin/python shapes/train.py --fresh --init-from build/shapes-simple/state.pt --minutes 60 --threads 2
