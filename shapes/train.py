@@ -489,8 +489,9 @@ def train(args):
 
 
 def lr_factor(opt_steps, step, args):
-    """Linear warm-up over this run's first optimizer steps; with --cooldown-from, a linear fall to 0 at --max-steps
-    (the cool-down of a warmup-stable-decay schedule)."""
+    """Linear warm-up over the first optimizer steps of a fresh or --init-from run (a resumed run keeps its count, so
+    it restarts at the full rate); with --cooldown-from, a linear fall to 0 at --max-steps (the cool-down of a
+    warmup-stable-decay schedule)."""
     factor = min(1.0, (opt_steps + 1) / args.warmup)
     if args.cooldown_from is not None and step >= args.cooldown_from:
         factor *= max(0.0, (args.max_steps - step) / (args.max_steps - args.cooldown_from))
@@ -513,7 +514,7 @@ def main(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", help="image sizes, cycled step by step (default 64 64 128; --simple: 64)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=100, help="optimizer steps of linear warm-up (fresh or --init-from runs)")
     p.add_argument("--x0-weight-max", type=float, default=1.0,
                    help="weight each image's ε-MSE by σ² clamped to [1, this] (x0 error where σ > 1; 1: plain ε-MSE)")
     p.add_argument("--simple", action="store_true",
