@@ -11,8 +11,10 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
 - Prompt routing: "a C1 K in the centre on a B background" with "a C2 K ..." routed into every cross-attention
   layer of the cond rows: share of images whose centre shape reads C2, and the mean squared change inside the
   centre cell against outside it.
-- Rare-to-Frequent: rare and held-out colour–shape pairs (world.RARE_PAIRS, world.HELD_OUT_PAIRS) with the
-  frequent prompt the same colour on a circle: share whose centre object has the asked colour and kind.
+- Rare-to-Frequent: rare and held-out colour–shape pairs (world.RARE_PAIRS, world.HELD_OUT_PAIRS). The model gets
+  their colour right and their kind wrong, so the frequent prompt keeps the kind in the nearest common colour
+  (blue triangle -> purple triangle). The paper's SDXL setting (alternate to level 3) and its interpolation kept on
+  every step: share whose centre object has the asked colour and kind, at --kind-size px.
 - Add-it: a generated one-shape source (re-noised source trajectory, same seed) and the target prompt = the
   source caption plus a second shape in another cell, subject = its colour and kind. Against the plain target
   prompt with the same seed: share where the subject is read anywhere and in the asked cell, share where the
@@ -25,10 +27,11 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
   Move and move + enlarge x1.75: remove the shape's cell and paste it back as a layer (its mask: the shape's
   own pixels, what a user paints) at the centre cell; share read at the destination, gone from the origin,
   other shape kept, MSE outside both cells, against the regeneration from the target caption.
-- HD-Painter: a generated scene with a shape in the centre; the hole is the centre cell (whole latent cells,
-  a latent noise mask: the shapes model is a plain SD1.5, not an inpainting model) and the prompt asks for
-  another shape there. Share whose centre object has the asked colour and kind (and colour alone), and the
-  MSE outside the hole: plain inpainting vs PAIntA vs PAIntA + RASG, same conditioning (PAIntA's) and seeds.
+- HD-Painter (at --kind-size px): a generated scene with a shape in the centre; the hole is the centre cell
+  (whole latent cells, a latent noise mask: the shapes model is a plain SD1.5, not an inpainting model) and the
+  prompt asks for another shape there. Share whose centre object has the asked colour and kind (and colour
+  alone), and the MSE outside the hole: plain inpainting vs PAIntA vs PAIntA + RASG, same conditioning (PAIntA's)
+  and seeds.
 - Noise search (random mode, the node's default): mean best verifier score and evaluator adherence of the
   chosen sample for N = 1, 2, 4, 8. Verifiers: latent self-consistency (the node's, without CLIP vision; the
   CLIP verifiers need a CLIP-vision model and ours has random weights, so they are not measured) and an
@@ -217,28 +220,50 @@ def run_routing(model, clip, vae, n_seeds, size, steps, cfg=5.0):
                       f"{row['MSE inside centre cell']:.4f}", f"{row['MSE outside']:.4f}")]), row
 
 
+def frequent_colour(world, colour, kind, background):
+    """The frequent stand-in for a rare (colour, kind) pair: the same kind in the nearest colour (sRGB) that is common
+    with it. The kind is kept because it is what the model fails to draw for these pairs (it gets the colour right)."""
+    common = [c for c in world.COLOUR_NAMES if c not in (colour, background)
+              and (c, kind) not in world.RARE_PAIRS | world.HELD_OUT_PAIRS]
+    return min(common, key=lambda c: sum((a - b) ** 2 for a, b in zip(world.COLOURS[c], world.COLOURS[colour])))
+
+
+# (column, mode, stop_percent): the paper's SDXL setting (alternate until level 3's stop, 10 of 50 steps), and
+# the interpolation it uses for Flux schnell kept on every step, because this model settles the kind late
+R2F_VARIANTS = (("alternate, level 3", "alternate", -1.0), ("interpolate, all steps", "interpolate", 1.0))
+
+
 def run_r2f(model, clip, vae, n_seeds, size, steps, cfg=5.0, level=3):
     adherence, _, evaluate, world = _shapes()
     from sleight.nodes.prompt import SleightRareToFrequent
+    from sleight.samplers.switching import DEFAULT_ALPHAS
     import tiny_models
 
     pairs = [(p, "rare") for p in sorted(world.RARE_PAIRS)] + [(p, "held out") for p in sorted(world.HELD_OUT_PAIRS)]
-    lines = ["| pair | kind | baseline | R2F |", "| --- | --- | --- | --- |"]
+    names = [name for name, _, _ in R2F_VARIANTS]
+    lines = ["| pair | kind | frequent prompt's colour | baseline | " + " | ".join(f"R2F {n}" for n in names) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " |"]
     rows = []
     for (colour, kind), what in pairs:
         bg = "black" if colour != "black" else "white"
         prompt = f"a large {colour} {kind} in the centre on a {bg} background"
-        frequent = f"a large {colour} circle in the centre on a {bg} background"
-        m = SleightRareToFrequent.execute(model, tiny_models.encode(clip, prompt), tiny_models.encode(clip, frequent),
-                                          visual_detail_level=level, mode="alternate", stop_percent=-1.0,
-                                          level_map="sdxl", alphas="0.3, 0.15, 0.15, 0.15").result[0]
+        stand_in = frequent_colour(world, colour, kind, bg)
+        frequent = f"a large {stand_in} {kind} in the centre on a {bg} background"
+        models = [model] + [SleightRareToFrequent.execute(
+            model, tiny_models.encode(clip, prompt), tiny_models.encode(clip, frequent), visual_detail_level=level,
+            mode=mode, stop_percent=stop, level_map="sdxl", alphas=DEFAULT_ALPHAS).result[0]
+            for _, mode, stop in R2F_VARIANTS]
         seeds = list(range(n_seeds))
         score = []
-        for mm in (model, m):
+        for mm in models:
             images = adherence.generate(mm, clip, vae, [prompt] * n_seeds, seeds, size=size, steps=steps, cfg=cfg)
             score.append(sum(has(r, "centre", colour, kind) for r in evaluate.read(images, block=8)) / n_seeds)
-        rows.append({"pair": f"{colour} {kind}", "kind": what, "baseline": score[0], "r2f": score[1]})
-        lines.append(f"| {colour} {kind} | {what} | {score[0]:.0%} | {score[1]:.0%} |")
+        rows.append({"pair": f"{colour} {kind}", "kind": what, "frequent": frequent, "baseline": score[0],
+                     **{name: v for name, v in zip(names, score[1:])}})
+        lines.append(f"| {colour} {kind} | {what} | {stand_in} | " + " | ".join(f"{v:.0%}" for v in score) + " |")
+    n = len(pairs)
+    lines.append("| **all** | | | " + " | ".join(f"**{sum(r[k] for r in rows) / n:.0%}**"
+                                                 for k in ["baseline"] + names) + " |")
     return "\n".join(lines), rows
 
 
@@ -514,6 +539,8 @@ def main(argv=None):
     p.add_argument("--search-prompts", type=int, default=16, help="noise search: prompts")
     p.add_argument("--search-budget", type=int, default=8, help="noise search: the largest N (N = 1, 2, 4, ...)")
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--kind-size", type=int, default=128,
+                   help="R2F and HD-Painter: their rows read the object's kind, which needs about 128 px")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
@@ -522,18 +549,21 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     _, train, _, _ = _shapes()
     model, clip, vae = train.load()
+    from sleight.samplers.switching import DEFAULT_ALPHAS
     meta = train.read_checkpoint()[1]
     t = time.perf_counter()
     edit = (model, clip, vae, args.edit_seeds, args.size, args.steps)
+    kind_edit = (model, clip, vae, args.edit_seeds, args.kind_size, args.steps)
     n_edit = args.edit_seeds * 4
     sections = {
         "apg": (lambda: run_apg(model, clip, vae, args.prompts, args.size, args.steps),
                 f"**APG vs CFG** ({args.prompts} prompts, one seed each"),
         "routing": (lambda: run_routing(model, clip, vae, args.seeds, args.size, args.steps),
                     "**Prompt routing** (a second colour routed into every cross-attention layer, cond rows"),
-        "r2f": (lambda: run_r2f(model, clip, vae, args.seeds, args.size, args.steps),
-                f"**Rare-to-Frequent** (alternate, level 3 of the SDXL map; share of {args.seeds} seeds whose centre "
-                "object has the asked colour and kind"),
+        "r2f": (lambda: run_r2f(model, clip, vae, args.seeds, args.kind_size, args.steps),
+                f"**Rare-to-Frequent** ({args.kind_size} px; the frequent prompt keeps the kind in a common colour; "
+                f"alpha {DEFAULT_ALPHAS} in interpolate mode; share of {args.seeds} seeds whose centre object has the "
+                "asked colour and kind"),
         "addit": (lambda: run_addit(*edit),
                   f"**Add-it** (a shape added to a generated one-shape source; {n_edit} images per row; paper settings "
                   "for a generated source: gamma 1.05, structure transfer 2/30, blending from 15/30; sampled euler / "
@@ -542,9 +572,10 @@ def main(argv=None):
                        f"**DesignEdit** (generated two-shape sources, DDIM-inverted; {n_edit} images per row; ddim, "
                        "ddim_uniform, cfg 7.5, empty prompt; key masking steps 0.02-0.78, blending to 0.82, proximal "
                        "guidance 0.1; shares read by the evaluator, MSE against the source"),
-        "hdpainter": (lambda: run_hdpainter(*edit),
-                      f"**HD-Painter** (hole = the centre cell as a latent noise mask; {n_edit} images per row; ddim, "
-                      "cfg 7.5; PAIntA until 0.5 of the schedule with the paper's quality suffix; RASG eta 0.1"),
+        "hdpainter": (lambda: run_hdpainter(*kind_edit),
+                      f"**HD-Painter** ({args.kind_size} px; hole = the centre cell as a latent noise mask; "
+                      f"{n_edit} images per row; ddim, cfg 7.5; PAIntA until 0.5 of the schedule with the paper's "
+                      "quality suffix; RASG eta 0.1"),
         "search": (lambda: run_search(model, clip, vae, args.search_prompts, args.size, args.steps,
                                       budget=args.search_budget),
                    f"**Noise search** (random, best of N seeds; {args.search_prompts} prompts; euler / normal, cfg 5; "
