@@ -97,11 +97,18 @@ class R2FPlanner:
             steps.append(key)
         plan = switching.Plan(tuple(steps), conds)
         if plan.active and positive:
-            pos, rare = positive[0].get("cross_attn"), self.rare[0][0]
-            if pos is not None and (pos.shape != rare.shape or not torch.equal(pos.cpu(), rare.cpu())):
+            pos = positive[0].get("cross_attn")
+            if pos is not None and not _is_repeated(pos, self.rare[0][0]):
                 log.warning("%s: the sampler's positive prompt is not the 'rare' conditioning of this node. Rare steps "
                             "use the sampler's positive; connect the same rare prompt to both.", R2F)
         return plan
+
+
+def _is_repeated(batch, row):
+    """`batch` is `row`, possibly repeated along the batch (one copy per image, as a batched prompt list gives)."""
+    if batch.shape[1:] != row.shape[1:] or batch.shape[0] % row.shape[0]:
+        return False
+    return torch.equal(batch.cpu(), row.cpu().repeat(batch.shape[0] // row.shape[0], *[1] * (row.dim() - 1)))
 
 
 class SleightRareToFrequent(io.ComfyNode):

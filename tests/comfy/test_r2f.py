@@ -245,6 +245,19 @@ def test_state_is_cleared_after_interrupt_and_runs_repeat():
     assert torch.equal(sample(m, rare, neg, steps=4), first)
 
 
+def test_warns_only_when_the_samplers_positive_is_not_the_rare_prompt(caplog):
+    model, clip, rare, freq, neg = setup("sd15")
+    m = r2f(model, rare, freq, visual_detail_level=5, stop_percent=1.0)
+    batched = [[rare[0][0].repeat(2, 1, 1), {**rare[0][1], "pooled_output": rare[0][1]["pooled_output"].repeat(2, 1)}]]
+    with caplog.at_level("WARNING", logger="sleight"):
+        sample(m, rare, neg, steps=2)
+        sample(m, batched, encode(clip, ""), steps=2, batch=2)   # one copy per image: the same prompt
+    assert "is not the 'rare' conditioning" not in caplog.text
+    with caplog.at_level("WARNING", logger="sleight"):
+        sample(m, freq, neg, steps=2)
+    assert "Rare-to-Frequent: the sampler's positive prompt is not the 'rare' conditioning" in caplog.text
+
+
 def test_bad_inputs_give_clear_errors():
     model, clip, rare, freq, neg = setup("sd15")
     with pytest.raises(ValueError, match="Rare-to-Frequent: alphas must be numbers"):
