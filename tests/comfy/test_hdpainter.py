@@ -154,7 +154,7 @@ def test_rasg_gradient_matches_finite_differences(name):
                 v = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
                 v = v / v.norm()
                 h = 1e-2 * float(x.norm())
-                plus, minus = (float(gm.score((x64 + d * h * v).float(), sigma, **extra_args)) for d in (1, -1))
+                plus, minus = (float(gm.score((x64 + d * h * v).float(), sigma, **extra_args).detach()) for d in (1, -1))
                 found.append((float((gm.grad.double() * v).sum()), (plus - minus) / (2 * h)))
         return x
 
