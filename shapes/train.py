@@ -14,7 +14,8 @@ two-level one and cooled down (--arch two-level, --cooldown-from):
                                                                   # micro run into the two-level UNet
 
 DDPM epsilon-prediction on ComfyUI's own SD1 schedule with offset noise, AdamW with warm-up, 10 % caption
-dropout (the empty prompt, as CLIPTextEncode("") gives it), gradient clipping, EMA; steps cycle 64, 64 and
+dropout (the empty prompt, as CLIPTextEncode("") gives it), gradient clipping, EMA, a divergence guard that stops
+without saving (--diverge-factor); steps cycle 64, 64 and
 128 px (--sizes).
 Every batch is a pure function of (seed, step), so a resumed run draws exactly the batches an uninterrupted
 one would. Every --save-minutes, at the end and on SIGTERM it writes build/shapes/state.pt (everything, for
@@ -443,6 +444,7 @@ def train(args):
     _log(f"training sizes {args.sizes}, batch {args.batch}, {args.threads} thread(s), until "
          f"{time.strftime('%H:%M:%S', time.localtime(deadline))}", log)
     source = batches(status["step"], args, scenes)
+    lowest = status["loss_ema"]  # the divergence guard's reference: the lowest loss EMA so far
     while time.time() < deadline and not stop and (args.max_steps is None or status["step"] < args.max_steps):
         step_t = time.perf_counter()
         x0, idx, drop, t, noise = (v.to(device, non_blocking=True) for v in next(source))
@@ -470,6 +472,13 @@ def train(args):
 
         value = float(loss.detach())
         status["loss_ema"] = value if status["loss_ema"] is None else 0.98 * status["loss_ema"] + 0.02 * value
+        if diverged(status["loss_ema"], lowest, args.diverge_factor):
+            source.close()
+            message = (f"diverged at step {status['step']}: loss EMA {status['loss_ema']:.4g} against the run's lowest "
+                       f"{lowest:.4g}; not saved, so the last save stands. Resume with a lower --lr.")
+            _log(message, log)
+            raise SystemExit(message)
+        lowest = status["loss_ema"] if lowest is None else min(lowest, status["loss_ema"])
         status["step"] += 1
         status["samples"] += args.batch
         status["train_s"] += time.perf_counter() - step_t
@@ -486,6 +495,14 @@ def train(args):
     save()
     if stop:
         raise SystemExit(128 + signal.SIGTERM)  # saved, but say it was stopped (a supervisor may restart it)
+
+
+def diverged(loss_ema, lowest, factor):
+    """A run has diverged when its loss EMA is not finite or over `factor` × its lowest (a re-heat from a cooled
+    state raises it about 2.5×; the step-6950 divergence of the two-level run reached 14× within 20 steps)."""
+    if factor <= 0 or lowest is None:
+        return False
+    return not math.isfinite(loss_ema) or loss_ema > factor * lowest
 
 
 def lr_factor(opt_steps, step, args):
@@ -532,6 +549,8 @@ def main(argv=None):
     p.add_argument("--max-steps", type=int, help="also stop at this step (total, counting resumed steps)")
     p.add_argument("--cooldown-from", type=int, help="from this step the learning rate falls linearly to 0 at "
                    "--max-steps (total steps, counting resumed ones)")
+    p.add_argument("--diverge-factor", type=float, default=5.0,
+                   help="stop without saving when the loss EMA exceeds this × the run's lowest (0: never)")
     p.add_argument("--save-minutes", type=float, default=10)
     p.add_argument("--log-every", type=int, default=10)
     args = p.parse_args(argv)

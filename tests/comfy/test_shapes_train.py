@@ -49,6 +49,20 @@ def test_learning_rate_warms_up_then_cools_down_linearly_to_zero_at_max_steps():
         train.main(["--cooldown-from", "10", "--max-steps", "10"])
 
 
+def test_a_diverging_run_stops_without_saving_so_the_last_save_stands(tmp_path):
+    from sleight.shapes import train
+
+    assert not train.diverged(0.018, 0.0075, 5.0)  # a re-heat from a cooled state: about 2.5×
+    assert train.diverged(0.04, 0.0075, 5.0) and train.diverged(float("nan"), 0.0075, 5.0)
+    assert not train.diverged(1e9, 0.0075, 0.0) and not train.diverged(1e9, None, 5.0)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit, match="diverged at step"):
+        train.main(["--run-dir", str(run), "--fresh", "--max-steps", "20", "--batch", "2", "--captions", "4",
+                    "--sizes", "64", "--save-minutes", "60", "--warmup", "1", "--lr", "1000"])
+    assert not (run / "state.pt").exists() and not (run / train.CHECKPOINT.name).exists()
+    assert "diverged at step" in (run / "train.log").read_text()
+
+
 def test_grow_keeps_micro_blocks_in_place_and_starts_the_new_level_as_average_then_upsample():
     import torch.nn.functional as F
 
