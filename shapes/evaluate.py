@@ -6,12 +6,13 @@
 
 How: the background is the palette colour nearest the median of the outer frame. Pixels far from it are
 foreground (stripes are background); each of the 9 grid cells holds at most one object. A white patch whose
-outer ring is all white and which encloses black pixels is a sign: its letter is read cell by cell from the
-5x7 font. Otherwise the cell's colour is the palette colour that best explains its foreground pixels as
+outer ring is all white and which encloses dark pixels is a sign: its letter is read cell by cell from the
+3x3 font. Otherwise the cell's colour is the palette colour that best explains its foreground pixels as
 mixtures with the background, and the object's soft coverage (how far each pixel has moved from the
 background toward that colour) is compared with a rendered template of every kind and size, centred on the
 same centroid; the closest template names kind and size. With block=8 (images decoded from the analytic
-TAESD's latents) the templates are averaged over the same 8x8 blocks: everything but letters reads back.
+TAESD's latents) the templates are averaged over the same 8x8 blocks; at 128 px a glyph cell is one such block,
+so letters read back too (at 64 px they fall between blocks).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from . import world
 ATTRIBUTES = ("background", "count", "position", "colour", "kind", "size", "letter")
 FG_DISTANCE = 0.2  # RGB distance from the background above which a pixel is foreground
 CORE_DISTANCE = 0.15  # RGB distance to a palette colour below which a pixel votes for it
+LUMA = torch.tensor([0.299, 0.587, 0.114])
 MIN_AREA = 0.0017  # the least foreground (fraction of the canvas) that counts as an object: ~1/4 small star
 
 
@@ -77,28 +79,27 @@ def _background(img):
     return int(idx)
 
 
-def _read_letter(white, black):
-    """Read the glyph of the sign whose white pixels are `white` (bool map of the cell)."""
+def _read_letter(white, dark):
+    """Read the glyph of the sign whose white pixels are `white` (bool maps of the cell): the letter whose
+    glyph differs least from which glyph cells are dark at their centres."""
     ys, xs = torch.nonzero(white, as_tuple=True)
     top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    rows, cols = world.SIGN_CELLS
-    ch, cw = (bottom - top) / rows, (right - left) / cols
-    # Glyph cell (i, j) sits half a cell below the sign's top and one cell right of its left edge.
-    cy = top + (torch.arange(7) + 1.0) * ch
-    cx = left + (torch.arange(5) + 1.5) * cw
-    bits = black[cy.long().clamp(max=white.shape[0] - 1)][:, cx.long().clamp(max=white.shape[1] - 1)]
+    ch, cw = (bottom - top) / world.SIGN_CELLS, (right - left) / world.SIGN_CELLS
+    centres = torch.arange(world.GLYPH_CELLS) + 1.5  # glyph cell i sits one cell in from the sign's edge
+    cy, cx = (top + centres * ch).long(), (left + centres * cw).long()
+    bits = dark[cy.clamp(max=white.shape[0] - 1)][:, cx.clamp(max=white.shape[1] - 1)]
     dist = {letter: int((glyph != bits).sum()) for letter, glyph in world.GLYPHS.items()}
     return min(dist, key=lambda k: (dist[k], k))
 
 
-def _is_sign(white, black):
+def _is_sign(white, dark):
     ys, xs = torch.nonzero(white, as_tuple=True)
     if len(ys) == 0:
         return False
     top, bottom, left, right = int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
     if bottom - top < 3 or right - left < 3:
         return False
-    box_w, box_b = white[top:bottom + 1, left:right + 1], black[top:bottom + 1, left:right + 1]
+    box_w, box_b = white[top:bottom + 1, left:right + 1], dark[top:bottom + 1, left:right + 1]
     ring = torch.cat([box_w[0], box_w[-1], box_w[:, 0], box_w[:, -1]]).float().mean()
     inner = box_b[1:-1, 1:-1].float().mean()
     return bool(ring > 0.9 and inner > 0.05)
@@ -122,12 +123,13 @@ def read(images: torch.Tensor, block: int = 1) -> list[Reading]:
     images = images.detach().float().cpu().clamp(0, 1)
     size = images.shape[-1]
     min_px = MIN_AREA * size * size
-    white_i, black_i = world.COLOUR_NAMES.index(world.SIGN_COLOUR), world.COLOUR_NAMES.index(world.LETTER_COLOUR)
+    white_i = world.COLOUR_NAMES.index(world.SIGN_COLOUR)
     backgrounds, found, pending = [], [], []  # pending: shapes awaiting template matching
     for b, img in enumerate(images):
         bg = _background(img)
         backgrounds.append(bg)
         rgb = img.permute(1, 2, 0)
+        luma = rgb @ LUMA
         plain, stripe = world.PALETTE[bg], world.stripe_colour(world.PALETTE[bg])
         # Decoded latents average each object into its blocks' background: accept fainter foreground.
         far = torch.minimum((rgb - plain).norm(dim=-1), (rgb - stripe).norm(dim=-1)) > FG_DISTANCE / min(block, 2)
@@ -139,9 +141,9 @@ def read(images: torch.Tensor, block: int = 1) -> list[Reading]:
             if fg.sum() < min_px:
                 continue
             near, cor = nearest[y0:y1, x0:x1], core[y0:y1, x0:x1]
-            white, black = fg & cor & (near == white_i), cor & (near == black_i)
-            if _is_sign(white, black):
-                objects.append(Found(name, world.SIGN_COLOUR, "sign", None, _read_letter(white, black)))
+            white, dark = fg & cor & (near == white_i), luma[y0:y1, x0:x1] < 0.5  # the letter is black
+            if _is_sign(white, dark):
+                objects.append(Found(name, world.SIGN_COLOUR, "sign", None, _read_letter(white, dark)))
                 continue
             colour, mass = _colour(rgb[y0:y1, x0:x1][fg], bg)
             if mass < min_px * min(block, 2):  # faint spill of a neighbour's block in decoded latents

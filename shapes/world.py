@@ -1,6 +1,6 @@
 """A procedural world of coloured shapes with plain-English captions. Pure torch: no ComfyUI.
 
-A scene is 1-3 shapes, and optionally a white sign with one black capital letter, on a 3x3 grid of named
+A scene is 1-3 shapes, and optionally a white sign in a corner with one black capital letter, on a 3x3 grid of named
 positions over a plain (optionally striped) background. All geometry is in canvas units (0..1, y down), so
 one scene renders with the same proportions at 64 or 128 px. Objects never overlap and each stays inside
 its own cell of the grid (cell borders at 0.34 and 0.66), which is what lets the evaluator read them back.
@@ -56,48 +56,35 @@ RARE_PAIRS = frozenset({("red", "star"), ("blue", "triangle"), ("white", "square
 RARE_KEEP = 0.05  # a drawn rare pair survives with this probability: each appears in ~0.3 % of captions
 HELD_OUT_PAIRS = frozenset({("yellow", "star"), ("purple", "square")})
 SHAPE_COUNT_WEIGHTS = {1: 0.4, 2: 0.35, 3: 0.25}
-SIGN_P = 0.15  # scenes that also carry a sign
+SIGN_P = 0.3  # scenes that also carry a sign (in a corner)
 STRIPED_P = 0.0  # striped backgrounds (the renderer and evaluator support them; training leaves them out)
 
-# ---------------------------------------------------------------- letters: a hand-drawn 5x7 font
+# ---------------------------------------------------------------- letters: a 3x3 font at one latent per stroke
 
+# Six letters whose 3x3 glyphs differ pairwise in >= 4 of 9 cells, so a reading with one wrong cell still names
+# the right letter. At 128 px a glyph cell is one 8x8 block of the analytic TAESD's latent, so the model can
+# draw letters exactly (a finer font falls between latents and decodes to grey).
 _FONT = """
-A .###. #...# #...# ##### #...# #...# #...#
-B ####. #...# #...# ####. #...# #...# ####.
-C .###. #...# #.... #.... #.... #...# .###.
-D ####. #...# #...# #...# #...# #...# ####.
-E ##### #.... #.... ####. #.... #.... #####
-F ##### #.... #.... ####. #.... #.... #....
-G .###. #...# #.... #.### #...# #...# .###.
-H #...# #...# #...# ##### #...# #...# #...#
-I .###. ..#.. ..#.. ..#.. ..#.. ..#.. .###.
-J ..### ...#. ...#. ...#. #..#. #..#. .##..
-K #...# #..#. #.#.. ##... #.#.. #..#. #...#
-L #.... #.... #.... #.... #.... #.... #####
-M #...# ##.## #.#.# #.#.# #...# #...# #...#
-N #...# #...# ##..# #.#.# #..## #...# #...#
-O .###. #...# #...# #...# #...# #...# .###.
-P ####. #...# #...# ####. #.... #.... #....
-Q .###. #...# #...# #...# #.#.# #..#. .##.#
-R ####. #...# #...# ####. #.#.. #..#. #...#
-S .#### #.... #.... .###. ....# ....# ####.
-T ##### ..#.. ..#.. ..#.. ..#.. ..#.. ..#..
-U #...# #...# #...# #...# #...# #...# .###.
-V #...# #...# #...# #...# #...# .#.#. ..#..
-W #...# #...# #...# #.#.# #.#.# #.#.# .#.#.
-X #...# #...# .#.#. ..#.. .#.#. #...# #...#
-Y #...# #...# .#.#. ..#.. ..#.. ..#.. ..#..
-Z ##### ....# ...#. ..#.. .#... #.... #####
+C ### #.. ###
+J ..# ..# ###
+S .## .#. ##.
+V #.# #.# .#.
+X #.# .#. #.#
+Z ##. .#. .##
 """
 GLYPHS = {line.split()[0]: torch.tensor([[c == "#" for c in row] for row in line.split()[1:]])
-          for line in _FONT.strip().splitlines()}  # letter -> (7, 5) bool
+          for line in _FONT.strip().splitlines()}  # letter -> (3, 3) bool
 LETTERS = tuple(GLYPHS)
-SIGN_CELLS = (8, 7)  # the sign in glyph cells (rows, cols): the glyph plus a margin of 1/2 cell and 1 cell
+GLYPH_CELLS = 3
+SIGN_CELLS = 5  # the square sign in glyph cells: the glyph plus a one-cell margin
+# A 5-cell sign on the cell grid fits inside a grid cell only at the corners (the middle cells are 5.3 latents
+# wide, offset by a third of one), so signs go to the corners.
+SIGN_POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 
 
 def sign_cell_px(size: int) -> int:
-    """Pixels per glyph cell: 2 at 64 px, 4 at 128 px (so the sign is 16x14 or 32x28 pixels)."""
-    return max(1, size // 32)
+    """Pixels per glyph cell: 8 (one latent) at 128 px, 4 at 64 px, so the sign is 40 or 20 pixels square."""
+    return max(1, size // 16)
 
 
 # ---------------------------------------------------------------- scene specs
@@ -120,8 +107,8 @@ class Shape:
 @dataclasses.dataclass(frozen=True)
 class Sign:
     letter: str
-    position: str
-    dx: float = 0.0
+    position: str  # one of SIGN_POSITIONS
+    dx: float = 0.0  # always 0: a sign sits on the glyph-cell grid (kept so centre_of reads shapes and signs alike)
     dy: float = 0.0
 
     @property
@@ -172,12 +159,12 @@ def sample_scene(rng: random.Random, sign_p: float = SIGN_P, striped_p: float = 
     counts = [n for n in SHAPE_COUNT_WEIGHTS if n <= max_shapes]
     n = rng.choices(counts, weights=[SHAPE_COUNT_WEIGHTS[c] for c in counts])[0]
     with_sign = background != SIGN_COLOUR and rng.random() < sign_p
-    slots = rng.sample(POSITION_NAMES, n + with_sign)
+    sign = Sign(rng.choice(LETTERS), rng.choice(SIGN_POSITIONS)) if with_sign else None
+    slots = rng.sample([p for p in POSITION_NAMES if sign is None or p != sign.position], n)
     shapes = []
-    for slot in slots[:n]:
+    for slot in slots:
         colour, kind = _draw_pair(rng, background)
         shapes.append(Shape(kind, colour, slot, rng.choice(SIZE_NAMES), *_jitter(rng)))
-    sign = Sign(rng.choice(LETTERS), slots[n], *_jitter(rng)) if with_sign else None
     return Scene(background, tuple(shapes), sign, rng.random() < striped_p)
 
 
@@ -190,11 +177,7 @@ def rejitter(scene: Scene, rng: random.Random) -> Scene:
     """The same caption with fresh sub-cell offsets (training draws a new placement every time)."""
     offsets = [_jitter(rng) for _ in scene.shapes]
     shapes = tuple(dataclasses.replace(s, dx=dx, dy=dy) for s, (dx, dy) in zip(scene.shapes, offsets))
-    sign = None
-    if scene.sign:
-        dx, dy = _jitter(rng)
-        sign = dataclasses.replace(scene.sign, dx=dx, dy=dy)
-    return dataclasses.replace(scene, shapes=shapes, sign=sign)
+    return dataclasses.replace(scene, shapes=shapes)  # a sign sits on the glyph-cell grid: no offset
 
 
 # ---------------------------------------------------------------- geometry (shared with the evaluator)
@@ -283,11 +266,11 @@ def stripe_colour(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def sign_box(sign: Sign, size: int) -> tuple[int, int, int, int]:
-    """(top, left, height, width) in whole pixels, so letters stay crisp."""
+    """(top, left, height, width) in whole pixels, snapped to the glyph-cell grid so each stroke is whole latents."""
     cell = sign_cell_px(size)
-    h, w = SIGN_CELLS[0] * cell, SIGN_CELLS[1] * cell
+    side = SIGN_CELLS * cell
     cx, cy = centre_of(sign)
-    return round(cy * size - h / 2), round(cx * size - w / 2), h, w
+    return round((cy * size - side / 2) / cell) * cell, round((cx * size - side / 2) / cell) * cell, side, side
 
 
 # ---------------------------------------------------------------- rendering
@@ -326,7 +309,7 @@ def render(scenes: list[Scene], size: int = 64) -> torch.Tensor:
         top, left, h, w = sign_box(scene.sign, size)
         img[i, :, top:top + h, left:left + w] = sign_rgb[:, None, None]
         glyph = GLYPHS[scene.sign.letter].repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-        gt, gl = top + cell // 2, left + cell  # margin: half a cell above and below, one cell each side
-        patch = img[i, :, gt:gt + 7 * cell, gl:gl + 5 * cell]
-        img[i, :, gt:gt + 7 * cell, gl:gl + 5 * cell] = torch.where(glyph, letter_rgb[:, None, None], patch)
+        g, n = cell, GLYPH_CELLS * cell  # the glyph starts one cell in
+        patch = img[i, :, top + g:top + g + n, left + g:left + g + n]
+        img[i, :, top + g:top + g + n, left + g:left + g + n] = torch.where(glyph, letter_rgb[:, None, None], patch)
     return img
