@@ -11,6 +11,10 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
 - Prompt routing: "a C1 K in the centre on a B background" with "a C2 K ..." routed into every cross-attention
   layer of the cond rows: share of images whose centre shape reads C2, and the mean squared change inside the
   centre cell against outside it.
+- Text-layer routing of letters (--kind-size px: at 128 px a glyph stroke is one latent): a sign with letter A in
+  a corner beside a red circle, letter B routed from 0.08 of the schedule into the layer Find text layers ranks
+  first (the change inside the sign's cell minus outside, one case and seed), and into every layer. Share of
+  signs that read A and B, and the mean squared change inside the sign's cell against outside it.
 - Rare-to-Frequent: rare and held-out colour–shape pairs (world.RARE_PAIRS, world.HELD_OUT_PAIRS). The model gets
   their colour right and their kind wrong, so the frequent prompt keeps the kind in the nearest common colour
   (blue triangle -> purple triangle). The paper's SDXL setting (alternate to level 3) and its interpolation kept on
@@ -218,6 +222,64 @@ def run_routing(model, clip, vae, n_seeds, size, steps, cfg=5.0):
                      "outside"],
                     [(total, f"{row['routed colour, baseline']:.0%} → {row['routed colour, routed']:.0%}",
                       f"{row['MSE inside centre cell']:.4f}", f"{row['MSE outside']:.4f}")]), row
+
+
+# (letter asked, letter routed, the sign's corner, background); a red circle in the centre stays the same.
+LETTER_CASES = [("C", "X", "top left", "blue"), ("J", "S", "top right", "green"),
+                ("V", "Z", "bottom left", "orange"), ("X", "C", "bottom right", "purple")]
+
+
+def run_letters(model, clip, vae, n_seeds, size, steps, cfg=5.0):
+    """The text-layer routing of Staniszewski et al. on this model: Find text layers localises the layer that
+    changes the sign most (inside minus outside the sign's cell, the first case, seed 0; top 1), then the routed
+    letter goes into that layer only, from the paper's step 4 of 50 (0.08), and into every layer for comparison."""
+    _, _, evaluate, world = _shapes()
+    from sleight.attention_patches import textswap
+    from sleight.nodes.routing import SleightPromptRoute
+    import tiny_models
+
+    centre = world.Shape("circle", "red", "centre", "large")
+
+    def caption(letter, corner, bg):
+        return world.Scene(bg, (centre,), world.Sign(letter, corner)).caption
+
+    def letter_at(reading, corner):
+        return next((f.letter for f in reading.objects if f.kind == "sign" and f.position == corner), None)
+
+    negative = tiny_models.encode(clip, "")
+    a, b, corner, bg = LETTER_CASES[0]
+    _, found, _ = textswap.find_layers(
+        model, tiny_models.encode(clip, caption(a, corner, bg)), tiny_models.encode(clip, caption(b, corner, bg)),
+        negative, 0, steps, cfg, "euler", "normal", size, size, top_k=1, mask=cell_mask(size, corner, snap=8))
+    variants = [(f"found layer {found}", found), ("every layer", "*")]
+    seeds = list(range(n_seeds))
+    counts = {"baseline": [0, 0], **{name: [0, 0] for name, _ in variants}}  # [reads asked, reads routed]
+    mse = {name: ([], []) for name, _ in variants}
+    for a, b, corner, bg in LETTER_CASES:
+        prompt, routed = tiny_models.encode(clip, caption(a, corner, bg)), tiny_models.encode(clip, caption(b, corner, bg))
+        base = decode(vae, sample(model, prompt, negative, seeds, size, steps, cfg))
+        outs = {"baseline": base}
+        for name, spec in variants:
+            m = SleightPromptRoute.execute(model, routed, layers="custom", custom_layers=spec, start_percent=0.08,
+                                           end_percent=1.0, rows="cond").result[0]
+            outs[name] = decode(vae, sample(m, prompt, negative, seeds, size, steps, cfg))
+            inside, outside = masked_mse(outs[name], base, cell_mask(size, corner, snap=8))
+            mse[name][0].extend(inside.tolist())
+            mse[name][1].extend(outside.tolist())
+        for name, images in outs.items():
+            letters = [letter_at(r, corner) for r in evaluate.read(images, block=8)]
+            counts[name][0] += letters.count(a)
+            counts[name][1] += letters.count(b)
+    total = len(LETTER_CASES) * n_seeds
+    rows = [("plain prompt (letter A)", f"{counts['baseline'][0] / total:.0%}", f"{counts['baseline'][1] / total:.0%}",
+             "—", "—")]
+    for name, _ in variants:
+        rows.append((f"letter B routed into {name}", f"{counts[name][0] / total:.0%}", f"{counts[name][1] / total:.0%}",
+                     _mse(sum(mse[name][0]) / total), _mse(sum(mse[name][1]) / total)))
+    raw = {"images": total, "found layer": found, "counts": counts,
+           "mse": {k: [sum(v[0]) / total, sum(v[1]) / total] for k, v in mse.items()}}
+    return md_table(["", "sign reads letter A", "sign reads letter B", "change inside the sign's cell", "outside"],
+                    rows), raw
 
 
 def frequent_colour(world, colour, kind, background):
@@ -526,7 +588,7 @@ def write_docs(text, path=DOCS):
     doc_blocks.write_block(path, "effects", "Effects on the shapes model (issue 8, `make effects`)", text)
 
 
-SECTIONS = ["apg", "routing", "r2f", "addit", "designedit", "hdpainter", "search"]
+SECTIONS = ["apg", "routing", "letters", "r2f", "addit", "designedit", "hdpainter", "search"]
 
 
 @torch.inference_mode()
@@ -540,7 +602,7 @@ def main(argv=None):
     p.add_argument("--search-budget", type=int, default=8, help="noise search: the largest N (N = 1, 2, 4, ...)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--kind-size", type=int, default=128,
-                   help="R2F and HD-Painter: their rows read the object's kind, which needs about 128 px")
+                   help="letters, R2F and HD-Painter: letters and kinds read back at about 128 px")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
@@ -560,6 +622,10 @@ def main(argv=None):
                 f"**APG vs CFG** ({args.prompts} prompts, one seed each"),
         "routing": (lambda: run_routing(model, clip, vae, args.seeds, args.size, args.steps),
                     "**Prompt routing** (a second colour routed into every cross-attention layer, cond rows"),
+        "letters": (lambda: run_letters(model, clip, vae, args.seeds, args.kind_size, args.steps),
+                    f"**Text-layer routing of letters** ({args.kind_size} px, where a glyph stroke is one latent; "
+                    f"{len(LETTER_CASES)} cases x {args.seeds} seeds; a sign with letter A in a corner and a red "
+                    "circle in the centre; letter B routed from 0.08 of the schedule, cond rows"),
         "r2f": (lambda: run_r2f(model, clip, vae, args.seeds, args.kind_size, args.steps),
                 f"**Rare-to-Frequent** ({args.kind_size} px; the frequent prompt keeps the kind in a common colour; "
                 f"alpha {DEFAULT_ALPHAS} in interpolate mode; share of {args.seeds} seeds whose centre object has the "
