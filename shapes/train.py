@@ -133,19 +133,24 @@ def encode_captions(clip, captions, batch=32) -> torch.Tensor:
     return torch.cat(out)
 
 
-def caption_pool(clip, n, seed=CAPTION_SEED, log=None, state_dir=STATE_DIR, simple=False):
+def caption_pool(clip, n, seed=CAPTION_SEED, log=None, state_dir=STATE_DIR, simple=False, sign_p=None):
     """The first n distinct captions of world's distribution (seeded), their scenes and CLIPTextEncode conds
     (stored fp16; the empty prompt's too). Cached in build/shapes; a larger n encodes only the new captions.
-    simple: one shape and no sign per scene (the tiny-models.md §C trial's kind of data)."""
+    simple: one shape and no sign per scene (the tiny-models.md §C trial's kind of data).
+    sign_p: share of scenes with a sign (None: world.SIGN_P; another share is another pool)."""
     world, _ = _world()
     rng, scenes, seen = random.Random(seed), [], set()
     while len(scenes) < n:
-        scene = world.sample_scene(rng, sign_p=0.0, max_shapes=1) if simple else world.sample_scene(rng)
+        if simple:
+            scene = world.sample_scene(rng, sign_p=0.0, max_shapes=1)
+        else:
+            scene = world.sample_scene(rng) if sign_p is None else world.sample_scene(rng, sign_p=sign_p)
         if scene.caption not in seen:
             seen.add(scene.caption)
             scenes.append(scene)
     captions = [s.caption for s in scenes]
-    key = hashlib.sha256(f"{RECIPE}:{CLIP_L_SHA256}:{seed}{':simple' if simple else ''}".encode()).hexdigest()[:12]
+    tag = (":simple" if simple else "") + ("" if sign_p is None else f":sign_p={sign_p}")
+    key = hashlib.sha256(f"{RECIPE}:{CLIP_L_SHA256}:{seed}{tag}".encode()).hexdigest()[:12]
     path = state_dir / f"captions-{key}.pt"
     cache = torch.load(path) if path.is_file() else {"captions": [], "cond": torch.empty(0, 77, 768).half()}
     have = len(cache["captions"])
@@ -323,6 +328,20 @@ def batch(step, args, scenes):
     return x0, torch.tensor(idx), drop, t, noise
 
 
+def sign_weights(scenes, size, weight):
+    """(B, 1, size/8, size/8) per-latent loss weights: `weight` on each sign's latents, 1 elsewhere. Only where a
+    glyph stroke is whole latents (128 px): at 64 px the letter falls between latents and cannot be drawn."""
+    world, _ = _world()
+    out = torch.ones(len(scenes), 1, size // 8, size // 8)
+    if world.sign_cell_px(size) % 8:
+        return out
+    for i, scene in enumerate(scenes):
+        if scene.sign is not None:
+            top, left, h, w = (v // 8 for v in world.sign_box(scene.sign, size))
+            out[i, :, top:top + h, left:left + w] = weight
+    return out
+
+
 _POOL_STATE = {}
 
 
@@ -418,7 +437,8 @@ def train(args):
     del state, weights
 
     clip = load_clip(cpu=device.type == "cpu")
-    scenes, cond, empty = caption_pool(clip, args.captions, log=log, state_dir=state_dir, simple=args.simple)
+    scenes, cond, empty = caption_pool(clip, args.captions, log=log, state_dir=state_dir, simple=args.simple,
+                                       sign_p=args.sign_p)
     del clip
     import comfy.model_management
     comfy.model_management.unload_all_models()  # the text encoder is not needed again: free its memory
@@ -429,7 +449,8 @@ def train(args):
     def save():
         meta = {"recipe": RECIPE, "step": status["step"], "samples": status["samples"],
                 "train_s": round(status["train_s"]), "sizes": args.sizes, "captions": args.captions,
-                "seed": args.seed, "loss_ema": status["loss_ema"], "init": status.get("init")}
+                "seed": args.seed, "loss_ema": status["loss_ema"], "init": status.get("init"),
+                "sign_p": args.sign_p, "sign_weight": args.sign_weight}
         _atomic_save({"unet": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "status": status,
                       "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, state_path)
         shell = build_model(args.seed, arch)  # a second model to hold the EMA weights while saving
@@ -453,8 +474,12 @@ def train(args):
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
             pred = unet(xt, t.float(), context=context)
-        per_image = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
+        error = (pred.float() - noise).pow(2)
+        per_image = error.mean(dim=(1, 2, 3))
         loss = per_image.mean()  # the plain ε-MSE: what the log shows
+        if args.sign_weight != 1:  # the glyph is a few latents of the image: weight the sign's error up
+            signs = sign_weights([scenes[i] for i in idx.tolist()], x0.shape[-1] * 8, args.sign_weight)
+            per_image = (error * signs.to(device)).mean(dim=(1, 2, 3))
         # x0 error = ε error · σ²: weight ε-MSE by σ² (clamped to [1, max]) where the picture is decided
         weight = (sigmas[t] ** 2).clamp(1.0, args.x0_weight_max) if args.x0_weight_max > 1 else None
         objective = loss if weight is None else (weight * per_image).mean()
@@ -542,6 +567,10 @@ def main(argv=None):
                    help="add this times N(0, 1) per image and channel to ε (offset noise; 0: off, batches as before)")
     p.add_argument("--run-dir", type=Path,
                    help="an experiment's folder (state, log, checkpoint, caption cache) instead of build/shapes")
+    p.add_argument("--sign-p", type=float,
+                   help="share of the caption pool's scenes with a sign (default world.SIGN_P, 0.3; its own pool)")
+    p.add_argument("--sign-weight", type=float, default=1.0,
+                   help="loss weight on a sign's latents at 128 px, where its letter is drawable (1: plain ε-MSE)")
     p.add_argument("--dropout", type=float, default=0.1, help="share of captions replaced by the empty prompt")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--captions", type=int, help="distinct captions in the (cached) pool (default 2048; --simple: 512)")

@@ -29,6 +29,20 @@ def test_batches_repeat_and_offset_noise_adds_a_constant_per_image_and_channel()
     assert 0.1 < per_channel.std() / 0.3 < 2.5  # ~N(0, 0.3²) over 24 draws
 
 
+def test_sign_weights_cover_exactly_the_latents_a_sign_paints_and_only_where_letters_are_drawable():
+    from sleight.shapes import train
+
+    signed = [s for s in world.sample_scenes(40, seed=4, sign_p=1.0) if s.sign and s.background != "black"]
+    scenes = signed[:6] + world.sample_scenes(2, seed=5, sign_p=0.0)  # a black glyph on black would not show
+    weights = train.sign_weights(scenes, 128, 4.0)
+    bare = [world.Scene(s.background, s.shapes, None, s.striped) for s in scenes]
+    painted = (world.render(scenes, 128) - world.render(bare, 128)).abs().amax(dim=1, keepdim=True)
+    sign_latents = torch.nn.functional.max_pool2d(painted, 8) > 0
+    assert sign_latents[:6].flatten(1).any(dim=1).all() and not sign_latents[6:].any()
+    assert torch.equal(weights, torch.where(sign_latents, 4.0, 1.0))
+    assert torch.equal(train.sign_weights(scenes, 64, 4.0), torch.ones(8, 1, 8, 8))
+
+
 def test_describe_counts_the_curriculum_first_stage():
     from sleight.shapes import train
 
