@@ -4,7 +4,8 @@
     .venv/bin/python shapes/adherence.py --write               # ... and update the table in docs/BENCHMARKS.md
 
 Prompts are fresh scenes of the training distribution (their own seed, so mostly captions the model never
-saw), without signs (letters do not survive the analytic VAE) and without stripes (left out of training).
+saw), without signs and without stripes (left out of training); the targets are read on those. Letters are read
+on their own prompts, scenes that all carry a sign (--letters prompts x --seeds; 0: skip).
 Each prompt is sampled as KSampler does (euler / normal, empty negative prompt) with one noise per seed,
 decoded by the checkpoint's VAE through ComfyUI, and scored per attribute by `evaluate.accuracy`.
 """
@@ -28,10 +29,14 @@ TARGETS = {"background": 0.90, "colour": 0.80, "kind": 0.70, "position": 0.80}  
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
 
 
-def prompts(n: int, seed: int = PROMPT_SEED, max_shapes: int = 3):
+def prompts(n: int, seed: int = PROMPT_SEED, max_shapes: int = 3, signs: bool = False):
+    """n scenes without stripes; without signs, or (signs) each with a sign (so never on a white background)."""
     from sleight.shapes import world
 
-    return world.sample_scenes(n, seed, sign_p=0.0, striped_p=0.0, max_shapes=max_shapes)
+    if not signs:
+        return world.sample_scenes(n, seed, sign_p=0.0, striped_p=0.0, max_shapes=max_shapes)
+    scenes = world.sample_scenes(4 * n, seed, sign_p=1.0, striped_p=0.0, max_shapes=max_shapes)
+    return [s for s in scenes if s.sign is not None][:n]
 
 
 def generate(model, clip, vae, captions, seeds, size=128, steps=20, cfg=5.0, batch=50, sampler="euler",
@@ -54,11 +59,11 @@ def generate(model, clip, vae, captions, seeds, size=128, steps=20, cfg=5.0, bat
     return torch.cat(images)
 
 
-def measure(model, clip, vae, n_prompts=100, n_seeds=2, max_shapes=3, **kwargs):
-    """{attribute: accuracy} over n_prompts x n_seeds images, plus the counts."""
+def measure(model, clip, vae, n_prompts=100, n_seeds=2, max_shapes=3, signs=False, **kwargs):
+    """({attribute: accuracy}, images) over n_prompts x n_seeds images (signs: prompts that carry a sign)."""
     from sleight.shapes import evaluate
 
-    scenes = prompts(n_prompts, max_shapes=max_shapes)
+    scenes = prompts(n_prompts, max_shapes=max_shapes, signs=signs)
     pairs = [(s, seed) for s in scenes for seed in range(n_seeds)]
     images = generate(model, clip, vae, [s.caption for s, _ in pairs], [seed for _, seed in pairs], **kwargs)
     acc = evaluate.accuracy([s for s, _ in pairs], evaluate.read(images, block=8))
@@ -99,7 +104,8 @@ def table(acc: dict, meta: dict) -> str:
     lines = ["| attribute | accuracy | target |", "| --- | --- | --- |"]
     for a, v in acc.items():
         target = f"≥ {TARGETS[a]:.0%}" if a in TARGETS else "—"
-        lines.append(f"| {a} | {v:.1%} | {target} |")
+        name = "letter (on the letter images, each with a sign)" if a == "letter" else a
+        lines.append(f"| {name} | {v:.1%} | {target} |")
     lines.append("")
     lines.append(", ".join(f"{k} {v}" for k, v in meta.items()))
     return "\n".join(lines)
@@ -116,6 +122,7 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--letters", type=int, default=50, help="prompts with a sign, read for their letter (0: skip)")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint", type=Path)
@@ -144,8 +151,16 @@ def main(argv=None):
     t = time.perf_counter()
     acc, images = measure(model, clip, vae, args.prompts, args.seeds, size=args.size, steps=args.steps,
                           cfg=args.cfg, batch=args.batch, max_shapes=args.max_shapes)
-    meta = {"images": args.prompts * args.seeds, "size": f"{args.size} px", "steps": args.steps,
-            "cfg": args.cfg, "sampler": "euler/normal", "trained": train.describe(ckpt_meta), "seconds": round(time.perf_counter() - t)}
+    meta = {"images": args.prompts * args.seeds}
+    if args.letters:
+        signed, _ = measure(model, clip, vae, args.letters, args.seeds, size=args.size, steps=args.steps,
+                            cfg=args.cfg, batch=args.batch, max_shapes=args.max_shapes, signs=True)
+        acc["letter"] = signed["letter"]
+        from sleight.shapes import world
+
+        meta.update({"letter images": args.letters * args.seeds, "letter by chance": f"{1 / len(world.LETTERS):.0%}"})
+    meta.update({"size": f"{args.size} px", "steps": args.steps, "cfg": args.cfg, "sampler": "euler/normal",
+                 "trained": train.describe(ckpt_meta), "seconds": round(time.perf_counter() - t)})
     text = table(acc, meta)
     print(text)
     if args.json:
