@@ -140,11 +140,9 @@ def caption_pool(clip, n, seed=CAPTION_SEED, log=None, state_dir=STATE_DIR, simp
     sign_p: share of scenes with a sign (None: world.SIGN_P; another share is another pool)."""
     world, _ = _world()
     rng, scenes, seen = random.Random(seed), [], set()
+    kwargs = {"sign_p": 0.0, "max_shapes": 1} if simple else {} if sign_p is None else {"sign_p": sign_p}
     while len(scenes) < n:
-        if simple:
-            scene = world.sample_scene(rng, sign_p=0.0, max_shapes=1)
-        else:
-            scene = world.sample_scene(rng) if sign_p is None else world.sample_scene(rng, sign_p=sign_p)
+        scene = world.sample_scene(rng, **kwargs)
         if scene.caption not in seen:
             seen.add(scene.caption)
             scenes.append(scene)
