@@ -326,18 +326,34 @@ def batch(step, args, scenes):
     return x0, torch.tensor(idx), drop, t, noise
 
 
-def sign_weights(scenes, size, weight):
-    """(B, 1, size/8, size/8) per-latent loss weights: `weight` on each sign's latents, 1 elsewhere. Only where a
-    glyph stroke is whole latents (128 px): at 64 px the letter falls between latents and cannot be drawn."""
+def sign_mask(scenes, size):
+    """(B, 1, size/8, size/8) bool: each sign's latents. Only where a glyph stroke is whole latents (128 px): at 64 px
+    the letter falls between latents and cannot be drawn, so nothing is marked."""
     world, _ = _world()
-    out = torch.ones(len(scenes), 1, size // 8, size // 8)
+    out = torch.zeros(len(scenes), 1, size // 8, size // 8, dtype=torch.bool)
     if world.sign_cell_px(size) % 8:
         return out
     for i, scene in enumerate(scenes):
         if scene.sign is not None:
             top, left, h, w = (v // 8 for v in world.sign_box(scene.sign, size))
-            out[i, :, top:top + h, left:left + w] = weight
+            out[i, :, top:top + h, left:left + w] = True
     return out
+
+
+def objective(error, sigma2, signs=None, sign_weight=1.0, x0_weight_max=1.0, sign_x0_max=1.0):
+    """The loss to minimise from the per-latent ε error (B, C, H, W) and each image's σ_t² (B,).
+
+    The glyph is a few latents of the image: `sign_weight` weights the error on the `signs` mask (sign_mask) up.
+    x0 error = ε error · σ², so weighting by σ² clamped to [1, max] gives x0-MSE where the picture is decided: on
+    whole images (`x0_weight_max`), or on the signs only (`sign_x0_max`), whose letter must come from the caption
+    alone at high noise, where plain ε-MSE hardly weighs it."""
+    weight = torch.ones_like(error[:, :1])
+    if signs is not None:
+        on_sign = sign_weight * sigma2.clamp(1.0, sign_x0_max).view(-1, 1, 1, 1)
+        weight = torch.where(signs, on_sign, weight)
+    if x0_weight_max > 1:
+        weight = weight * sigma2.clamp(1.0, x0_weight_max).view(-1, 1, 1, 1)
+    return (error * weight).mean()
 
 
 _POOL_STATE = {}
@@ -448,7 +464,8 @@ def train(args):
         meta = {"recipe": RECIPE, "step": status["step"], "samples": status["samples"],
                 "train_s": round(status["train_s"]), "sizes": args.sizes, "captions": args.captions,
                 "seed": args.seed, "loss_ema": status["loss_ema"], "init": status.get("init"),
-                "sign_p": args.sign_p, "sign_weight": args.sign_weight}
+                "sign_p": args.sign_p, "sign_weight": args.sign_weight,
+                "sign_x0_max": args.sign_x0_max}
         _atomic_save({"unet": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "status": status,
                       "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, state_path)
         shell = build_model(args.seed, arch)  # a second model to hold the EMA weights while saving
@@ -473,16 +490,12 @@ def train(args):
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
             pred = unet(xt, t.float(), context=context)
         error = (pred.float() - noise).pow(2)
-        per_image = error.mean(dim=(1, 2, 3))
-        loss = per_image.mean()  # the plain ε-MSE: what the log shows
-        if args.sign_weight != 1:  # the glyph is a few latents of the image: weight the sign's error up
-            signs = sign_weights([scenes[i] for i in idx.tolist()], x0.shape[-1] * 8, args.sign_weight)
-            per_image = (error * signs.to(device)).mean(dim=(1, 2, 3))
-        # x0 error = ε error · σ²: weight ε-MSE by σ² (clamped to [1, max]) where the picture is decided
-        weight = (sigmas[t] ** 2).clamp(1.0, args.x0_weight_max) if args.x0_weight_max > 1 else None
-        objective = loss if weight is None else (weight * per_image).mean()
+        loss = error.mean()  # the plain ε-MSE: what the log shows
+        signs = None
+        if args.sign_weight != 1 or args.sign_x0_max > 1:
+            signs = sign_mask([scenes[i] for i in idx.tolist()], x0.shape[-1] * 8).to(device)
         opt.zero_grad(set_to_none=True)
-        objective.backward()
+        objective(error, sigmas[t] ** 2, signs, args.sign_weight, args.x0_weight_max, args.sign_x0_max).backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         for group in opt.param_groups:
             group["lr"] = args.lr * lr_factor(status["opt_steps"], status["step"], args)
@@ -569,6 +582,9 @@ def main(argv=None):
                    help="share of the caption pool's scenes with a sign (default world.SIGN_P, 0.3; its own pool)")
     p.add_argument("--sign-weight", type=float, default=1.0,
                    help="loss weight on a sign's latents at 128 px, where its letter is drawable (1: plain ε-MSE)")
+    p.add_argument("--sign-x0-max", type=float, default=1.0,
+                   help="also weight a sign's latents by σ² clamped to [1, this]: x0-MSE on the glyph at high noise, "
+                        "where its letter must come from the caption (1: off)")
     p.add_argument("--dropout", type=float, default=0.1, help="share of captions replaced by the empty prompt")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--captions", type=int, help="distinct captions in the (cached) pool (default 2048; --simple: 512)")

@@ -29,18 +29,47 @@ def test_batches_repeat_and_offset_noise_adds_a_constant_per_image_and_channel()
     assert 0.1 < per_channel.std() / 0.3 < 2.5  # ~N(0, 0.3²) over 24 draws
 
 
-def test_sign_weights_cover_exactly_the_latents_a_sign_paints_and_only_where_letters_are_drawable():
+def test_sign_mask_covers_exactly_the_latents_a_sign_paints_and_only_where_letters_are_drawable():
     from sleight.shapes import train
 
     signed = [s for s in world.sample_scenes(40, seed=4, sign_p=1.0) if s.sign and s.background != "black"]
     scenes = signed[:6] + world.sample_scenes(2, seed=5, sign_p=0.0)  # a black glyph on black would not show
-    weights = train.sign_weights(scenes, 128, 4.0)
     bare = [world.Scene(s.background, s.shapes, None, s.striped) for s in scenes]
     painted = (world.render(scenes, 128) - world.render(bare, 128)).abs().amax(dim=1, keepdim=True)
     sign_latents = torch.nn.functional.max_pool2d(painted, 8) > 0
     assert sign_latents[:6].flatten(1).any(dim=1).all() and not sign_latents[6:].any()
-    assert torch.equal(weights, torch.where(sign_latents, 4.0, 1.0))
-    assert torch.equal(train.sign_weights(scenes, 64, 4.0), torch.ones(8, 1, 8, 8))
+    assert torch.equal(train.sign_mask(scenes, 128), sign_latents)
+    assert not train.sign_mask(scenes, 64).any()
+
+
+def test_objective_weights_the_signs_and_high_noise_as_asked():
+    from sleight.shapes import train
+
+    gen = torch.Generator().manual_seed(0)
+    error = torch.rand(3, 4, 16, 16, generator=gen)
+    sigma2 = torch.tensor([0.5, 8.0, 200.0])
+    signs = torch.zeros(3, 1, 16, 16, dtype=torch.bool)
+    signs[:, :, 2:6, 10:14] = True
+    plain = error.mean()
+    assert torch.equal(train.objective(error, sigma2), plain)
+    assert torch.equal(train.objective(error, sigma2, signs), plain)  # weight 1, no σ²: the plain ε-MSE
+
+    def direct(per_latent):  # the weighted mean, written out
+        return sum(float(error[b, :, y, x].sum()) * per_latent(b, y, x) for b in range(3) for y in range(16)
+                   for x in range(16)) / error.numel()
+
+    def on(b, y, x):
+        return bool(signs[b, 0, y, x])
+
+    clamp = lambda v, hi: min(max(v, 1.0), hi)  # noqa: E731
+    s2 = sigma2.tolist()
+    expected = direct(lambda b, y, x: 4.0 if on(b, y, x) else 1.0)
+    assert train.objective(error, sigma2, signs, 4.0) == pytest.approx(expected, rel=1e-5)
+    expected = direct(lambda b, y, x: 4.0 * clamp(s2[b], 25.0) if on(b, y, x) else 1.0)
+    assert train.objective(error, sigma2, signs, 4.0, sign_x0_max=25.0) == pytest.approx(expected, rel=1e-5)
+    expected = direct(lambda b, y, x: (2.0 * clamp(s2[b], 25.0) if on(b, y, x) else 1.0) * clamp(s2[b], 10.0))
+    got = train.objective(error, sigma2, signs, 2.0, x0_weight_max=10.0, sign_x0_max=25.0)
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
 def test_describe_counts_the_curriculum_first_stage():
