@@ -6,8 +6,9 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
     make effects
 
 - APG vs CFG at w = 10, 15: colour saturation and clipped channels (share of values at 0 or 1 after decoding)
-  against adherence (mean of background / colour / kind / position accuracy). CFG 5 and the ground-truth
-  renders of the same prompts are the reference rows.
+  against adherence (mean of background / colour / kind / position accuracy). APG with the paper's defaults
+  (η 0, β −0.5, r 15 scaled to the latent size) and without its reverse momentum (β 0). CFG 5 and the
+  ground-truth renders of the same prompts are the reference rows.
 - Prompt routing: "a C1 K in the centre on a B background" with "a C2 K ..." routed into every cross-attention
   layer of the cond rows: share of images whose centre shape reads C2, and the mean squared change inside the
   centre cell against outside it.
@@ -24,10 +25,13 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
   prompt with the same seed: share where the subject is read anywhere and in the asked cell, share where the
   source object is still read in its cell, and the MSE against the source image outside Add-it's own MASK
   output (the same region for the baseline; the mask's mean area is printed with it).
-- DesignEdit: a generated two-shape source, DDIM-inverted with the empty prompt as the paper does. Remove: the
-  mask is one shape's grid cell (widened to whole latent cells); share where no object is read in that cell,
-  share where the other shape is kept, MSE outside the mask, against the source itself, a plain regeneration
-  from the caption without that shape, and DesignEdit with its key masking switched off (paste-back only).
+- DesignEdit (at --kind-size px: at 64 px a small shape is under one latent): a generated two-shape source,
+  DDIM-inverted with the empty prompt as the paper does. Remove: the mask is one shape's grid cell (widened to
+  whole latent cells); share where no object is read in that cell, share where the other shape is kept, MSE
+  outside the mask, against the source itself, a plain regeneration from the caption without that shape,
+  DesignEdit with its key masking switched off (paste-back only) and with the masked keys excluded (−∞ logits)
+  instead of zeroed (the official code). The paper inverts with the empty prompt and samples with it as both
+  positive and negative; the rows marked "prompt" do the same with the caption of what should stay.
   Move and move + enlarge x1.75: remove the shape's cell and paste it back as a layer (its mask: the shape's
   own pixels, what a user paints) at the centre cell; share read at the destination, gone from the origin,
   other shape kept, MSE outside both cells, against the regeneration from the target caption.
@@ -97,13 +101,16 @@ def run_apg(model, clip, vae, n, size, steps):
 
     scenes = adherence.prompts(n)
     captions, seeds = [s.caption for s in scenes], list(range(n))
-    apg = SleightAPG.execute(model, eta=0.0, momentum=-0.5, norm_threshold=15.0, start_percent=0.0,
-                             end_percent=1.0, cfg_warmup_steps=0, cfg_warmup_scale=1.0,
-                             scale_threshold_by_latent_size=True).result[0]
+    def apg(beta):
+        return SleightAPG.execute(model, eta=0.0, momentum=beta, norm_threshold=15.0, start_percent=0.0,
+                                  end_percent=1.0, cfg_warmup_steps=0, cfg_warmup_scale=1.0,
+                                  scale_threshold_by_latent_size=True).result[0]
+
+    paper, no_momentum = apg(-0.5), apg(0.0)
     truth = world.render(scenes, size)
     rows = [("ground truth", "—", saturation(truth), clipped(truth), adherence_score(evaluate, scenes, truth)[0])]
-    for label, m, w in [("CFG", model, 5.0), ("CFG", model, 10.0), ("APG", apg, 10.0), ("CFG", model, 15.0),
-                        ("APG", apg, 15.0)]:
+    for label, m, w in [("CFG", model, 5.0), ("CFG", model, 10.0), ("APG", paper, 10.0), ("APG β 0", no_momentum, 10.0),
+                        ("CFG", model, 15.0), ("APG", paper, 15.0), ("APG β 0", no_momentum, 15.0)]:
         images = adherence.generate(m, clip, vae, captions, seeds, size=size, steps=steps, cfg=w)
         rows.append((label, w, saturation(images), clipped(images), adherence_score(evaluate, scenes, images)[0]))
     lines = ["| guidance | w | saturation | clipped | adherence |", "| --- | --- | --- | --- | --- |"]
@@ -453,29 +460,45 @@ def run_designedit(model, clip, vae, n_seeds, size, steps, cfg=5.0):
         move_x, move_y = (_move_px(world, a.position, dest, size, axis) for axis in (0, 1))
         for i, seed in enumerate(seeds):
             src, latent = src_images[i:i + 1], {"samples": src_latents[i:i + 1]}
-            traj = SleightInvert.execute(model, latent, empty, steps, "ddim_uniform", 1.0, 0).result[0]
-            removed = SleightDesignEditRemove.execute(model, traj, origin, dilation, **remove_defaults).result[0]
-            # DesignEdit with its key-mask window emptied: only the blending with the source is left.
-            paste_back = SleightDesignEditRemove.execute(
-                model, traj, origin, dilation, **{**remove_defaults, "mask_start": 1.0, "mask_end": 1.0}).result[0]
-            edits = {"remove": removed, "paste back": paste_back}
             layer_mask = object_mask(evaluate, world, src[0], origin)
-            for scale in (1.0, ENLARGE):
-                layer = SleightDesignEditLayer.execute(latent, layer_mask, move_x, move_y, scale, "none").result[0]
-                edits[scale] = SleightDesignEditLayers.execute(removed, layer).result[0]
-            out = {key: decode(vae, sample(m, empty, empty, [seed], size, steps, edit_cfg, "ddim", "ddim_uniform",
-                                           latent=latent["samples"]))
-                   for key, m in edits.items()}
+            layers = {scale: SleightDesignEditLayer.execute(latent, layer_mask, move_x, move_y, scale, "none").result[0]
+                      for scale in (1.0, ENLARGE)}
+            inverted = {}
+
+            def designedit(text, layer=None, **overrides):
+                """The source edited with `text` as the inversion prompt, the positive and the negative (as the
+                paper does with ""), `layer` pasted in, the remove node's settings overridden."""
+                if text not in inverted:
+                    inverted[text] = SleightInvert.execute(model, latent, encode(text), steps, "ddim_uniform", 1.0,
+                                                           0).result[0]
+                m = SleightDesignEditRemove.execute(model, inverted[text], origin, dilation,
+                                                    **{**remove_defaults, **overrides}).result[0]
+                if layer is not None:
+                    m = SleightDesignEditLayers.execute(m, layer).result[0]
+                return decode(vae, sample(m, encode(text), encode(text), [seed], size, steps, edit_cfg, "ddim",
+                                          "ddim_uniform", latent=latent["samples"]))
+
+            no_key_mask = dict(mask_start=1.0, mask_end=1.0)  # the key-mask window emptied: only the blending
+            kept = targets["remove"].caption
             record("remove", "source image", src, src, origin, a, b)
             record("remove", "regeneration without it", regen["remove"][i:i + 1], src, origin, a, b)
-            record("remove", "paste-back only (no key masking)", out["paste back"], src, origin, a, b)
-            record("remove", "DesignEdit", out["remove"], src, origin, a, b)
+            record("remove", "paste-back only (no key masking)", designedit("", **no_key_mask), src, origin, a, b)
+            record("remove", "DesignEdit", designedit(""), src, origin, a, b)
+            record("remove", "DesignEdit, masked keys excluded (−∞)", designedit("", key_mode="exclude keys"), src,
+                   origin, a, b)
+            record("remove", "paste-back only, prompt: the caption without it", designedit(kept, **no_key_mask), src,
+                   origin, a, b)
+            record("remove", "DesignEdit, prompt: the caption without it", designedit(kept), src, origin, a, b)
+            record("remove", "DesignEdit, prompt: the caption without it, masked keys excluded",
+                   designedit(kept, key_mode="exclude keys"), src, origin, a, b)
             for scale, size_name in ((1.0, None), (ENLARGE, "large")):
                 edit = "move to the centre" if scale == 1.0 else f"move to the centre, enlarge ×{ENLARGE}"
                 if scale == 1.0:
                     record(edit, "source image", src, src, both, a, b)
                 record(edit, "regeneration from the target caption", regen[scale][i:i + 1], src, both, a, b, size_name)
-                record(edit, "DesignEdit", out[scale], src, both, a, b, size_name)
+                record(edit, "DesignEdit", designedit("", layers[scale]), src, both, a, b, size_name)
+                record(edit, "DesignEdit, prompt: the target caption", designedit(targets[scale].caption, layers[scale]),
+                       src, both, a, b, size_name)
     rows = {key: mean_of(recs) for key, recs in records.items()}
     table = md_table(["edit", "", "at the destination", "origin cell emptied", "other shape kept",
                       "MSE outside the edited cells"],
@@ -602,7 +625,7 @@ def main(argv=None):
     p.add_argument("--search-budget", type=int, default=8, help="noise search: the largest N (N = 1, 2, 4, ...)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--kind-size", type=int, default=128,
-                   help="letters, R2F and HD-Painter: letters and kinds read back at about 128 px")
+                   help="letters, R2F, DesignEdit and HD-Painter: letters and kinds read back at about 128 px")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
@@ -634,10 +657,11 @@ def main(argv=None):
                   f"**Add-it** (a shape added to a generated one-shape source; {n_edit} images per row; paper settings "
                   "for a generated source: gamma 1.05, structure transfer 2/30, blending from 15/30; sampled euler / "
                   "normal, cfg 5, the source's seed; MSE against the source outside Add-it's mask"),
-        "designedit": (lambda: run_designedit(*edit),
-                       f"**DesignEdit** (generated two-shape sources, DDIM-inverted; {n_edit} images per row; ddim, "
-                       "ddim_uniform, cfg 7.5, empty prompt; key masking steps 0.02-0.78, blending to 0.82, proximal "
-                       "guidance 0.1; shares read by the evaluator, MSE against the source"),
+        "designedit": (lambda: run_designedit(*kind_edit),
+                       f"**DesignEdit** ({args.kind_size} px; generated two-shape sources, DDIM-inverted; {n_edit} "
+                       "images per row; ddim, ddim_uniform, cfg 7.5, the empty prompt unless a row names one; key "
+                       "masking steps 0.02-0.78, blending to 0.82, proximal guidance 0.1; shares read by the "
+                       "evaluator, MSE against the source"),
         "hdpainter": (lambda: run_hdpainter(*kind_edit),
                       f"**HD-Painter** ({args.kind_size} px; hole = the centre cell as a latent noise mask; "
                       f"{n_edit} images per row; ddim, cfg 7.5; PAIntA until 0.5 of the schedule with the paper's "
