@@ -109,8 +109,9 @@ def run_apg(model, clip, vae, n, size, steps):
     paper, no_momentum = apg(-0.5), apg(0.0)
     truth = world.render(scenes, size)
     rows = [("ground truth", "—", saturation(truth), clipped(truth), adherence_score(evaluate, scenes, truth)[0])]
-    for label, m, w in [("CFG", model, 5.0), ("CFG", model, 10.0), ("APG", paper, 10.0), ("APG β 0", no_momentum, 10.0),
-                        ("CFG", model, 15.0), ("APG", paper, 15.0), ("APG β 0", no_momentum, 15.0)]:
+    for label, m, w in [("CFG", model, 5.0), ("CFG", model, 10.0), ("APG", paper, 10.0),
+                        ("APG β 0", no_momentum, 10.0), ("CFG", model, 15.0), ("APG", paper, 15.0),
+                        ("APG β 0", no_momentum, 15.0)]:
         images = adherence.generate(m, clip, vae, captions, seeds, size=size, steps=steps, cfg=w)
         rows.append((label, w, saturation(images), clipped(images), adherence_score(evaluate, scenes, images)[0]))
     lines = ["| guidance | w | saturation | clipped | adherence |", "| --- | --- | --- | --- | --- |"]
@@ -461,8 +462,8 @@ def run_designedit(model, clip, vae, n_seeds, size, steps, cfg=5.0):
         for i, seed in enumerate(seeds):
             src, latent = src_images[i:i + 1], {"samples": src_latents[i:i + 1]}
             layer_mask = object_mask(evaluate, world, src[0], origin)
-            layers = {scale: SleightDesignEditLayer.execute(latent, layer_mask, move_x, move_y, scale, "none").result[0]
-                      for scale in (1.0, ENLARGE)}
+            layers = {scale: SleightDesignEditLayer.execute(latent, layer_mask, move_x, move_y, scale,
+                                                            "none").result[0] for scale in (1.0, ENLARGE)}
             inverted = {}
 
             def designedit(text, layer=None, **overrides):
@@ -478,27 +479,28 @@ def run_designedit(model, clip, vae, n_seeds, size, steps, cfg=5.0):
                 return decode(vae, sample(m, encode(text), encode(text), [seed], size, steps, edit_cfg, "ddim",
                                           "ddim_uniform", latent=latent["samples"]))
 
+            def removal(method, image):
+                record("remove", method, image, src, origin, a, b)
+
             no_key_mask = dict(mask_start=1.0, mask_end=1.0)  # the key-mask window emptied: only the blending
+            excluded = dict(key_mode="exclude keys")
             kept = targets["remove"].caption
-            record("remove", "source image", src, src, origin, a, b)
-            record("remove", "regeneration without it", regen["remove"][i:i + 1], src, origin, a, b)
-            record("remove", "paste-back only (no key masking)", designedit("", **no_key_mask), src, origin, a, b)
-            record("remove", "DesignEdit", designedit(""), src, origin, a, b)
-            record("remove", "DesignEdit, masked keys excluded (−∞)", designedit("", key_mode="exclude keys"), src,
-                   origin, a, b)
-            record("remove", "paste-back only, prompt: the caption without it", designedit(kept, **no_key_mask), src,
-                   origin, a, b)
-            record("remove", "DesignEdit, prompt: the caption without it", designedit(kept), src, origin, a, b)
-            record("remove", "DesignEdit, prompt: the caption without it, masked keys excluded",
-                   designedit(kept, key_mode="exclude keys"), src, origin, a, b)
+            removal("source image", src)
+            removal("regeneration without it", regen["remove"][i:i + 1])
+            removal("paste-back only (no key masking)", designedit("", **no_key_mask))
+            removal("DesignEdit", designedit(""))
+            removal("DesignEdit, masked keys excluded (−∞)", designedit("", **excluded))
+            removal("paste-back only, prompt: the caption without it", designedit(kept, **no_key_mask))
+            removal("DesignEdit, prompt: the caption without it", designedit(kept))
+            removal("DesignEdit, prompt: the caption without it, masked keys excluded", designedit(kept, **excluded))
             for scale, size_name in ((1.0, None), (ENLARGE, "large")):
                 edit = "move to the centre" if scale == 1.0 else f"move to the centre, enlarge ×{ENLARGE}"
                 if scale == 1.0:
                     record(edit, "source image", src, src, both, a, b)
                 record(edit, "regeneration from the target caption", regen[scale][i:i + 1], src, both, a, b, size_name)
                 record(edit, "DesignEdit", designedit("", layers[scale]), src, both, a, b, size_name)
-                record(edit, "DesignEdit, prompt: the target caption", designedit(targets[scale].caption, layers[scale]),
-                       src, both, a, b, size_name)
+                record(edit, "DesignEdit, prompt: the target caption",
+                       designedit(targets[scale].caption, layers[scale]), src, both, a, b, size_name)
     rows = {key: mean_of(recs) for key, recs in records.items()}
     table = md_table(["edit", "", "at the destination", "origin cell emptied", "other shape kept",
                       "MSE outside the edited cells"],
