@@ -9,8 +9,10 @@ Exit status 1 if any workflow fails.
 Workflows on SD1.5 or SDXL (SHAPES_WORKFLOWS) run on the trained shapes model instead (models/shapes, shapes/README.md):
 its checkpoint replaces the real one, a CLIPLoader with its frozen CLIP-L feeds every CLIP input, and each prompt is
 swapped for a shapes-world caption (SHAPES_TEXT), so their pictures are real pictures of the shapes world, at most
-20 steps. The others (prompt routing's text layers, SD3, Flux) run on random-weight tiny models: their images are
-noise-like and show only that the graphs run.
+20 steps. The shapes model is SD1.5-shaped and the paper names no text layers for SD1.5, so on it the text-routing
+workflow routes its letter into every layer (SHAPES_INPUTS; still from 0.08 of the schedule, so the picture stays).
+The others (SD3, Flux) run on random-weight tiny models: their images are noise-like and show only that the graphs
+run.
 """
 import copy
 import json
@@ -46,10 +48,12 @@ MULTI_CLIP_LOADERS = {"DualCLIPLoader", "TripleCLIPLoader"}
 EMPTY_LATENTS = {"EmptyLatentImage", "EmptySD3LatentImage"}
 
 
-# Workflows whose pictures the shapes model can draw; the text-routing one needs SDXL's text layers and letters.
+# Workflows whose pictures the shapes model can draw.
 SHAPES_WORKFLOWS = ("sleight-apg", "sleight-rare-to-frequent", "sleight-hdpainter", "sleight-noise-search",
                     "sleight-addit", "sleight-addit-real", "sleight-designedit-remove", "sleight-designedit-layers",
-                    "sleight-designedit-zoom-out")
+                    "sleight-designedit-zoom-out", "sleight-text-routing")
+# Node inputs set on the shapes model: no paper text-layer preset fits SD1.5 (docs/BENCHMARKS.md, text-layer routing)
+SHAPES_INPUTS = {"SleightPromptRoute": {"layers": "custom", "custom_layers": "*"}}
 SHAPES_CHECKPOINTS = {"v1-5-pruned-emaonly.safetensors", "v1-5-pruned-emaonly-fp16.safetensors",
                       "sd-v1-5-inpainting.ckpt", "sd_xl_base_1.0.safetensors"}
 _LIVING_ROOM = "a photo of a cozy living room with a grey sofa, warm afternoon light"
@@ -69,6 +73,10 @@ SHAPES_TEXT = {
         "a large red circle on the left, a large blue square on the right and a large green triangle at the top "
         "on a yellow background",
     "cat": "green triangle",
+    'A sign that says "HELLO" on a brick wall':
+        "a large red circle in the centre and a sign with the letter J at the top right on a green background",
+    'A sign that says "WORLD" on a brick wall':
+        "a large red circle in the centre and a sign with the letter S at the top right on a green background",
     "a red vintage car": "a large purple star on the right on a yellow background",
     "### Input: A hairy hamburger on a wooden table\n### Visual Detail Level: 5\n### Final Prompt Sequence: "
     "A hairy object BREAK A hairy hamburger":
@@ -108,6 +116,7 @@ def shapes_prompt(prompt, stem=""):
                 if inputs[key] not in SHAPES_TEXT:
                     raise KeyError(f"{stem}: no shapes-world caption for {key} {inputs[key]!r} in SHAPES_TEXT")
                 inputs[key] = SHAPES_TEXT[inputs[key]]
+        inputs.update(SHAPES_INPUTS.get(node["class_type"], {}))
         if isinstance(inputs.get("steps"), int):
             inputs["steps"] = min(inputs["steps"], SHAPES_STEPS)
         _shrink_latent(node)
