@@ -90,8 +90,9 @@ class SleightRASG(io.ComfyNode):
             inputs=[
                 inp(io.Float, "eta", default=0.1, min=0.0, max=1.0, step=0.01,
                     tooltip="DDIM eta: how strongly the guidance (in place of noise) moves the latent. 0.1 is the "
-                            "official command-line default (the repository also uses 0.25; diffusers' pipeline 0.01). "
-                            "0 = plain DDIM, no guidance."),
+                            "official command-line default (its evaluation uses 0.25; diffusers' pipeline 0.01). "
+                            "Raise it toward 0.25 when the hole still fills with background. 0 = plain DDIM, no "
+                            "guidance."),
             ],
             outputs=[io.Sampler.Output(tooltip="Connect to SamplerCustom's sampler input.")],
         )

@@ -35,11 +35,14 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
   Move and move + enlarge x1.75: remove the shape's cell and paste it back as a layer (its mask: the shape's
   own pixels, what a user paints) at the centre cell; share read at the destination, gone from the origin,
   other shape kept, MSE outside both cells, against the regeneration from the target caption.
-- HD-Painter (at --kind-size px): a generated scene with a shape in the centre; the hole is the centre cell
-  (whole latent cells, a latent noise mask: the shapes model is a plain SD1.5, not an inpainting model) and the
-  prompt asks for another shape there. Share whose centre object has the asked colour and kind (and colour
-  alone), and the MSE outside the hole: plain inpainting vs PAIntA vs PAIntA + RASG, same conditioning (PAIntA's)
-  and seeds.
+- HD-Painter (at --kind-size px), the paper's protocol (the prompt names only the object, the mask is where it
+  goes): a generated two-shape scene; the hole is one of its empty cells (whole latent cells, a latent noise
+  mask: the shapes model is a plain SD1.5, not an inpainting model) and the prompt asks for a shape and the
+  background without saying where. Share whose hole holds an object of the asked colour and kind, of the asked
+  colour, any object, and the MSE outside the hole: plain inpainting vs PAIntA vs PAIntA + RASG at eta 0.1 (the
+  official CLI's, the node's default) and 0.25 (the official evaluation's), same conditioning (PAIntA's) and
+  seeds; a reference row gives plain inpainting the prompt that also says where, and a control runs RASG's
+  DDIM-eta loop with random noise in place of the guidance.
 - Noise search (random mode, the node's default): mean best verifier score and evaluator adherence of the
   chosen sample for N = 1, 2, 4, 8. Verifiers: latent self-consistency (the node's, without CLIP vision; the
   CLIP verifiers need a CLIP-vision model and ours has random weights, so they are not measured) and an
@@ -509,15 +512,24 @@ def run_designedit(model, clip, vae, n_seeds, size, steps, cfg=5.0):
     return table, {"images per row": len(DESIGN_CASES) * n_seeds, **{" / ".join(k): v for k, v in rows.items()}}
 
 
-# (centre shape of the source, another shape, background, the shape asked for in the hole)
-HDPAINTER_CASES = [(("circle", "red", "centre", "large"), ("square", "blue", "top left", "small"), "yellow",
-                    ("star", "green")),
-                   (("triangle", "white", "centre", "large"), ("circle", "orange", "bottom right", "small"), "black",
-                    ("circle", "blue")),
-                   (("star", "purple", "centre", "large"), ("square", "green", "top right", "large"), "white",
-                    ("square", "red")),
-                   (("square", "orange", "centre", "large"), ("star", "white", "left", "small"), "blue",
-                    ("triangle", "yellow"))]
+# (two shapes of the source, background, the shape asked for in the hole, the hole: an empty cell)
+HDPAINTER_CASES = [
+    (("circle", "red", "centre", "large"), ("square", "blue", "top left", "small"), "yellow", ("star", "green"),
+     "bottom left"),
+    (("triangle", "white", "centre", "large"), ("circle", "orange", "bottom right", "small"), "black",
+     ("circle", "blue"), "top right"),
+    (("star", "purple", "centre", "large"), ("square", "green", "top right", "large"), "white", ("square", "red"),
+     "bottom left"),
+    (("square", "orange", "centre", "large"), ("star", "white", "left", "small"), "blue", ("triangle", "yellow"),
+     "bottom right"),
+    (("circle", "green", "left", "large"), ("triangle", "red", "right", "large"), "white", ("square", "blue"), "top"),
+    (("square", "blue", "top", "large"), ("circle", "yellow", "bottom", "large"), "black", ("star", "orange"),
+     "right"),
+    (("triangle", "yellow", "bottom right", "small"), ("circle", "purple", "top left", "large"), "green",
+     ("circle", "white"), "centre"),
+    (("star", "white", "centre", "small"), ("square", "red", "bottom left", "large"), "purple",
+     ("triangle", "orange"), "bottom"),
+]
 
 
 def run_hdpainter(model, clip, vae, n_seeds, size, steps, cfg=5.0):
@@ -527,37 +539,52 @@ def run_hdpainter(model, clip, vae, n_seeds, size, steps, cfg=5.0):
     from sleight.nodes.inpaint import SleightPAIntA, SleightRASG
 
     encode, seeds = _encoder(clip), list(range(n_seeds))
-    hole = cell_mask(size, "centre", snap=8)  # whole latent cells: the latent noise mask is exactly the hole
-    # The paper: DDIM 50 steps (here --steps), cfg 7.5, RASG eta 0.1; the paper's quality suffix on the prompt for
-    # every row (the baseline gets PAIntA's conditioning, as in the example workflow).
-    edit_cfg = 7.5
+    # The paper: DDIM 50 steps (here --steps), cfg 7.5, the quality suffix on the prompt for every row (the
+    # baseline gets PAIntA's conditioning, as in the example workflow); RASG eta 0.1 (CLI) or 0.25 (evaluation).
+    edit_cfg, etas = 7.5, (0.1, 0.25)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps).cpu()
-    records = {"plain inpainting": [], "PAIntA": [], "PAIntA + RASG": []}
-    for centre, other, bg, (kind, colour) in HDPAINTER_CASES:
-        source = _scene(world, bg, centre, other)
-        # The shapes model only knows captions: the hole's prompt is the caption of the asked shape alone.
-        prompt = f"a large {colour} {kind} in the centre on a {bg} background"
+    reference = "plain inpainting, the prompt also says where"
+    control = f"PAIntA + DDIM eta {etas[-1]} with random noise (RASG without its guidance)"
+    records = {label: [] for label in (reference, "plain inpainting", "PAIntA", control,
+                                       *(f"PAIntA + RASG, eta {eta}" for eta in etas))}
+
+    for shape, other, bg, (kind, colour), cell in HDPAINTER_CASES:
+        hole = cell_mask(size, cell, snap=8)  # whole latent cells: the latent noise mask is exactly the hole
+
+        def inpaint(painted, positive, src_latents, sampler="ddim", **kw):
+            return sample(painted, positive, encode(""), seeds, size, steps, edit_cfg, sampler, "ddim_uniform",
+                          latent=src_latents, noise_mask=hole, **kw)
+
+        source = _scene(world, bg, shape, other)
         src_latents = sample(model, encode(source.caption), encode(""), seeds, size, steps, cfg)
         src_images = decode(vae, src_latents)
-        painted, positive = SleightPAIntA.execute(model, clip, prompt, hole, painta.PAPER_SUFFIX, 0.5, painta.AUTO,
-                                                  "*").result
-        inpaint = dict(latent=src_latents, noise_mask=hole)
-        outs = {"plain inpainting": sample(model, positive, encode(""), seeds, size, steps, edit_cfg, "ddim",
-                                           "ddim_uniform", **inpaint),
-                "PAIntA": sample(painted, positive, encode(""), seeds, size, steps, edit_cfg, "ddim",
-                                 "ddim_uniform", **inpaint),
-                "PAIntA + RASG": sample(painted, positive, encode(""), seeds, size, steps, edit_cfg,
-                                        SleightRASG.execute(0.1).result[0], sigmas=sigmas, **inpaint)}
+        # The paper's prompt is the object's class alone; the shapes model only knows captions, so it keeps the
+        # background and leaves out the position, which the mask gives.
+        painted, positive = SleightPAIntA.execute(model, clip, f"a large {colour} {kind} on a {bg} background", hole,
+                                                  painta.PAPER_SUFFIX, 0.5, painta.AUTO, "*").result
+        where = world.POSITIONS[cell][1]
+        placed = SleightPAIntA.execute(model, clip, f"a large {colour} {kind} {where} on a {bg} background", hole,
+                                       painta.PAPER_SUFFIX, 0.5, painta.AUTO, "*").result[1]
+        outs = {reference: inpaint(model, placed, src_latents),
+                "plain inpainting": inpaint(model, positive, src_latents),
+                "PAIntA": inpaint(painted, positive, src_latents),
+                # RASG's loop is ComfyUI's euler_ancestral (DDIM-eta) with the gradient as its noise
+                control: inpaint(painted, positive, src_latents,
+                                 comfy.samplers.ksampler("euler_ancestral", {"eta": etas[-1]}), sigmas=sigmas),
+                **{f"PAIntA + RASG, eta {eta}": inpaint(painted, positive, src_latents,
+                                                        SleightRASG.execute(eta).result[0], sigmas=sigmas)
+                   for eta in etas}}
         for label, latents in outs.items():
             images = decode(vae, latents)
             outside = masked_mse(images, src_images, hole)[1]
             for reading, mse in zip(evaluate.read(images, block=8), outside.tolist()):
-                records[label].append({"asked shape": has(reading, "centre", colour, kind),
-                                       "asked colour": has(reading, "centre", colour), "MSE outside": mse})
+                records[label].append({"asked shape": has(reading, cell, colour, kind),
+                                       "asked colour": has(reading, cell, colour),
+                                       "any object": has(reading, cell), "MSE outside": mse})
     rows = {label: mean_of(recs) for label, recs in records.items()}
-    table = md_table(["", "centre has the asked colour and kind", "asked colour", "MSE outside the hole"],
-                     [(label, _pct(r["asked shape"]), _pct(r["asked colour"]), _mse(r["MSE outside"]))
-                      for label, r in rows.items()])
+    table = md_table(["", "hole has the asked colour and kind", "asked colour", "any object", "MSE outside the hole"],
+                     [(label, _pct(r["asked shape"]), _pct(r["asked colour"]), _pct(r["any object"]),
+                       _mse(r["MSE outside"])) for label, r in rows.items()])
     return table, {"images per row": len(HDPAINTER_CASES) * n_seeds, **rows}
 
 
@@ -665,9 +692,10 @@ def main(argv=None):
                        "masking steps 0.02-0.78, blending to 0.82, proximal guidance 0.1; shares read by the "
                        "evaluator, MSE against the source"),
         "hdpainter": (lambda: run_hdpainter(*kind_edit),
-                      f"**HD-Painter** ({args.kind_size} px; hole = the centre cell as a latent noise mask; "
-                      f"{n_edit} images per row; ddim, cfg 7.5; PAIntA until 0.5 of the schedule with the paper's "
-                      "quality suffix; RASG eta 0.1"),
+                      f"**HD-Painter** ({args.kind_size} px; hole = an empty cell as a latent noise mask, the "
+                      f"prompt names the shape and the background, not where; {len(HDPAINTER_CASES)} cases x "
+                      f"{args.edit_seeds} seeds; "
+                      "ddim, cfg 7.5; PAIntA until 0.5 of the schedule with the paper's quality suffix"),
         "search": (lambda: run_search(model, clip, vae, args.search_prompts, args.size, args.steps,
                                       budget=args.search_budget),
                    f"**Noise search** (random, best of N seeds; {args.search_prompts} prompts; euler / normal, cfg 5; "

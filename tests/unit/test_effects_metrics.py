@@ -52,3 +52,11 @@ def test_mean_of_counts_bools_and_leaves_nans_out():
     out = effects.mean_of([{"hit": True, "mse": 0.2}, {"hit": False, "mse": math.nan}, {"hit": True, "mse": 0.4}])
     assert abs(out["hit"] - 2 / 3) < 1e-12 and abs(out["mse"] - 0.3) < 1e-12
     assert math.isnan(effects.mean_of([{"mse": math.nan}])["mse"])
+
+
+def test_hdpainter_cases_put_a_new_shape_in_an_empty_cell():
+    for shape, other, background, (kind, colour), hole in effects.HDPAINTER_CASES:
+        scene = effects._scene(world, background, shape, other)
+        reading = evaluate.read(world.render([scene], 128), block=8)[0]
+        assert {f.position for f in reading.objects} == {shape[2], other[2]} and not effects.has(reading, hole)
+        assert colour != background and (colour, kind) not in world.RARE_PAIRS | world.HELD_OUT_PAIRS
