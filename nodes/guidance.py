@@ -27,7 +27,7 @@ class SleightAPG(io.ComfyNode):
                     tooltip="Reverse momentum beta: running sum of past guidance, dD_t + beta*dD_(t-1). "
                             "Negative values (paper: -0.5) push away from the previous direction. 0 disables it; "
                             "try 0 if colours clip at high cfg (a negative beta amplifies guidance that flips "
-                            "between steps)."),
+                            "between steps), and sample with more steps (about 50)."),
                 inp(io.Float, "norm_threshold", default=15.0, min=0.0, max=200.0, step=0.1,
                     tooltip="r: the guidance vector is rescaled to at most this L2 norm (per image, over all latent "
                             "elements). Paper: 15 for SDXL at 1024x1024. 0 disables clipping."),

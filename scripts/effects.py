@@ -7,8 +7,9 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
 
 - APG vs CFG at w = 10, 15: colour saturation and clipped channels (share of values at 0 or 1 after decoding)
   against adherence (mean of background / colour / kind / position accuracy). APG with the paper's defaults
-  (η 0, β −0.5, r 15 scaled to the latent size) and without its reverse momentum (β 0). CFG 5 and the
-  ground-truth renders of the same prompts are the reference rows.
+  (η 0, β −0.5, r 15 scaled to the latent size) and without its reverse momentum (β 0), at 20 and 50 euler steps
+  (--apg-steps; the momentum acts across steps). CFG 5 and the ground-truth renders of the same prompts are the
+  reference rows.
 - Prompt routing: "a C1 K in the centre on a B background" with "a C2 K ..." routed into every cross-attention
   layer of the cond rows: share of images whose centre shape reads C2, and the mean squared change inside the
   centre cell against outside it.
@@ -98,7 +99,7 @@ def adherence_score(evaluate, scenes, images):
     return sum(acc[a] for a in CORE) / len(CORE), acc
 
 
-def run_apg(model, clip, vae, n, size, steps):
+def run_apg(model, clip, vae, n, size, step_counts):
     adherence, _, evaluate, world = _shapes()
     from sleight.nodes.guidance import SleightAPG
 
@@ -111,18 +112,17 @@ def run_apg(model, clip, vae, n, size, steps):
 
     paper, no_momentum = apg(-0.5), apg(0.0)
     truth = world.render(scenes, size)
-    rows = [("ground truth", "—", saturation(truth), clipped(truth), adherence_score(evaluate, scenes, truth)[0])]
-    for label, m, w in [("CFG", model, 5.0), ("CFG", model, 10.0), ("APG", paper, 10.0),
-                        ("APG β 0", no_momentum, 10.0), ("CFG", model, 15.0), ("APG", paper, 15.0),
-                        ("APG β 0", no_momentum, 15.0)]:
-        images = adherence.generate(m, clip, vae, captions, seeds, size=size, steps=steps, cfg=w)
-        rows.append((label, w, saturation(images), clipped(images), adherence_score(evaluate, scenes, images)[0]))
-    lines = ["| guidance | w | saturation | clipped | adherence |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {g} | {w} | {s:.3f} | {c:.1%} | {a:.1%} |" for g, w, s, c, a in rows]
+    rows = [("ground truth", "—", "—", saturation(truth), clipped(truth), adherence_score(evaluate, scenes, truth)[0])]
+    for steps in step_counts:
+        for label, m, w in [("CFG", model, 5.0), ("CFG", model, 10.0), ("APG", paper, 10.0),
+                            ("APG β 0", no_momentum, 10.0), ("CFG", model, 15.0), ("APG", paper, 15.0),
+                            ("APG β 0", no_momentum, 15.0)]:
+            images = adherence.generate(m, clip, vae, captions, seeds, size=size, steps=steps, cfg=w)
+            rows.append((label, w, steps, saturation(images), clipped(images),
+                         adherence_score(evaluate, scenes, images)[0]))
+    lines = ["| guidance | w | steps | saturation | clipped | adherence |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {g} | {w} | {n} | {s:.3f} | {c:.1%} | {a:.1%} |" for g, w, n, s, c, a in rows]
     return "\n".join(lines), rows
-
-
-# ---------------------------------------------------------------- shared measuring pieces
 
 
 def has(reading, position=None, colour=None, kind=None, size=None):
@@ -656,6 +656,8 @@ def main(argv=None):
     p.add_argument("--kind-size", type=int, default=128,
                    help="letters, R2F, DesignEdit and HD-Painter: letters and kinds read back at about 128 px")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--apg-steps", type=int, nargs="+", default=[20, 50],
+                   help="APG: sampling steps, one table block each (its momentum acts across steps)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
     p.add_argument("--write", action="store_true")
@@ -670,8 +672,8 @@ def main(argv=None):
     kind_edit = (model, clip, vae, args.edit_seeds, args.kind_size, args.steps)
     n_edit = args.edit_seeds * 4
     sections = {
-        "apg": (lambda: run_apg(model, clip, vae, args.prompts, args.size, args.steps),
-                f"**APG vs CFG** ({args.prompts} prompts, one seed each"),
+        "apg": (lambda: run_apg(model, clip, vae, args.prompts, args.size, args.apg_steps),
+                f"**APG vs CFG** ({args.prompts} prompts, one seed each, euler / normal"),
         "routing": (lambda: run_routing(model, clip, vae, args.seeds, args.size, args.steps),
                     "**Prompt routing** (a second colour routed into every cross-attention layer, cond rows"),
         "letters": (lambda: run_letters(model, clip, vae, args.seeds, args.kind_size, args.steps),
