@@ -125,6 +125,9 @@ def run_apg(model, clip, vae, n, size, step_counts):
     return "\n".join(lines), rows
 
 
+# ---------------------------------------------------------------- shared measuring pieces
+
+
 def has(reading, position=None, colour=None, kind=None, size=None):
     """Whether the evaluator's reading holds an object with every given attribute (None: any), e.g. the asked
     colour and kind in the centre cell; has(reading, position) alone: the cell is not empty."""
@@ -547,7 +550,6 @@ def run_hdpainter(model, clip, vae, n_seeds, size, steps, cfg=5.0):
     control = f"PAIntA + DDIM eta {etas[-1]} with random noise (RASG without its guidance)"
     records = {label: [] for label in (reference, "plain inpainting", "PAIntA", control,
                                        *(f"PAIntA + RASG, eta {eta}" for eta in etas))}
-
     for shape, other, bg, (kind, colour), cell in HDPAINTER_CASES:
         hole = cell_mask(size, cell, snap=8)  # whole latent cells: the latent noise mask is exactly the hole
 
@@ -696,8 +698,8 @@ def main(argv=None):
         "hdpainter": (lambda: run_hdpainter(*kind_edit),
                       f"**HD-Painter** ({args.kind_size} px; hole = an empty cell as a latent noise mask, the "
                       f"prompt names the shape and the background, not where; {len(HDPAINTER_CASES)} cases x "
-                      f"{args.edit_seeds} seeds; "
-                      "ddim, cfg 7.5; PAIntA until 0.5 of the schedule with the paper's quality suffix"),
+                      f"{args.edit_seeds} seeds; ddim, cfg 7.5; PAIntA until 0.5 of the schedule with the paper's "
+                      "quality suffix"),
         "search": (lambda: run_search(model, clip, vae, args.search_prompts, args.size, args.steps,
                                       budget=args.search_budget),
                    f"**Noise search** (random, best of N seeds; {args.search_prompts} prompts; euler / normal, cfg 5; "
