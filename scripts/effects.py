@@ -112,7 +112,8 @@ def run_apg(model, clip, vae, n, size, step_counts):
 
     paper, no_momentum = apg(-0.5), apg(0.0)
     truth = world.render(scenes, size)
-    rows = [("ground truth", "—", "—", saturation(truth), clipped(truth), adherence_score(evaluate, scenes, truth)[0])]
+    rows = [("ground truth", "—", "—", saturation(truth), clipped(truth),
+             adherence_score(evaluate, scenes, truth)[0])]
     for steps in step_counts:
         for label, m, w in [("CFG", model, 5.0), ("CFG", model, 10.0), ("APG", paper, 10.0),
                             ("APG β 0", no_momentum, 10.0), ("CFG", model, 15.0), ("APG", paper, 15.0),
@@ -550,13 +551,12 @@ def run_hdpainter(model, clip, vae, n_seeds, size, steps, cfg=5.0):
     control = f"PAIntA + DDIM eta {etas[-1]} with random noise (RASG without its guidance)"
     records = {label: [] for label in (reference, "plain inpainting", "PAIntA", control,
                                        *(f"PAIntA + RASG, eta {eta}" for eta in etas))}
+    def inpaint(painted, positive, src_latents, hole, sampler="ddim", **kw):
+        return sample(painted, positive, encode(""), seeds, size, steps, edit_cfg, sampler, "ddim_uniform",
+                      latent=src_latents, noise_mask=hole, **kw)
+
     for shape, other, bg, (kind, colour), cell in HDPAINTER_CASES:
         hole = cell_mask(size, cell, snap=8)  # whole latent cells: the latent noise mask is exactly the hole
-
-        def inpaint(painted, positive, src_latents, sampler="ddim", **kw):
-            return sample(painted, positive, encode(""), seeds, size, steps, edit_cfg, sampler, "ddim_uniform",
-                          latent=src_latents, noise_mask=hole, **kw)
-
         source = _scene(world, bg, shape, other)
         src_latents = sample(model, encode(source.caption), encode(""), seeds, size, steps, cfg)
         src_images = decode(vae, src_latents)
@@ -567,13 +567,13 @@ def run_hdpainter(model, clip, vae, n_seeds, size, steps, cfg=5.0):
         where = world.POSITIONS[cell][1]
         placed = SleightPAIntA.execute(model, clip, f"a large {colour} {kind} {where} on a {bg} background", hole,
                                        painta.PAPER_SUFFIX, 0.5, painta.AUTO, "*").result[1]
-        outs = {reference: inpaint(model, placed, src_latents),
-                "plain inpainting": inpaint(model, positive, src_latents),
-                "PAIntA": inpaint(painted, positive, src_latents),
+        outs = {reference: inpaint(model, placed, src_latents, hole),
+                "plain inpainting": inpaint(model, positive, src_latents, hole),
+                "PAIntA": inpaint(painted, positive, src_latents, hole),
                 # RASG's loop is ComfyUI's euler_ancestral (DDIM-eta) with the gradient as its noise
-                control: inpaint(painted, positive, src_latents,
+                control: inpaint(painted, positive, src_latents, hole,
                                  comfy.samplers.ksampler("euler_ancestral", {"eta": etas[-1]}), sigmas=sigmas),
-                **{f"PAIntA + RASG, eta {eta}": inpaint(painted, positive, src_latents,
+                **{f"PAIntA + RASG, eta {eta}": inpaint(painted, positive, src_latents, hole,
                                                         SleightRASG.execute(eta).result[0], sigmas=sigmas)
                    for eta in etas}}
         for label, latents in outs.items():
@@ -672,7 +672,6 @@ def main(argv=None):
     t = time.perf_counter()
     edit = (model, clip, vae, args.edit_seeds, args.size, args.steps)
     kind_edit = (model, clip, vae, args.edit_seeds, args.kind_size, args.steps)
-    n_edit = args.edit_seeds * 4
     sections = {
         "apg": (lambda: run_apg(model, clip, vae, args.prompts, args.size, args.apg_steps),
                 f"**APG vs CFG** ({args.prompts} prompts, one seed each, euler / normal"),
@@ -687,14 +686,15 @@ def main(argv=None):
                 f"alpha {DEFAULT_ALPHAS} in interpolate mode; share of {args.seeds} seeds whose centre object has the "
                 "asked colour and kind"),
         "addit": (lambda: run_addit(*edit),
-                  f"**Add-it** (a shape added to a generated one-shape source; {n_edit} images per row; paper settings "
-                  "for a generated source: gamma 1.05, structure transfer 2/30, blending from 15/30; sampled euler / "
-                  "normal, cfg 5, the source's seed; MSE against the source outside Add-it's mask"),
+                  f"**Add-it** (a shape added to a generated one-shape source; {len(ADDIT_CASES) * args.edit_seeds} "
+                  "images per row; paper settings for a generated source: gamma 1.05, structure transfer 2/30, "
+                  "blending from 15/30; sampled euler / normal, cfg 5, the source's seed; MSE against the source "
+                  "outside Add-it's mask"),
         "designedit": (lambda: run_designedit(*kind_edit),
-                       f"**DesignEdit** ({args.kind_size} px; generated two-shape sources, DDIM-inverted; {n_edit} "
-                       "images per row; ddim, ddim_uniform, cfg 7.5, the empty prompt unless a row names one; key "
-                       "masking steps 0.02-0.78, blending to 0.82, proximal guidance 0.1; shares read by the "
-                       "evaluator, MSE against the source"),
+                       f"**DesignEdit** ({args.kind_size} px; generated two-shape sources, DDIM-inverted; "
+                       f"{len(DESIGN_CASES) * args.edit_seeds} images per row; ddim, ddim_uniform, cfg 7.5, the empty "
+                       "prompt unless a row names one; key masking steps 0.02-0.78, blending to 0.82, proximal "
+                       "guidance 0.1; shares read by the evaluator, MSE against the source"),
         "hdpainter": (lambda: run_hdpainter(*kind_edit),
                       f"**HD-Painter** ({args.kind_size} px; hole = an empty cell as a latent noise mask, the "
                       f"prompt names the shape and the background, not where; {len(HDPAINTER_CASES)} cases x "
