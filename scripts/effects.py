@@ -21,11 +21,14 @@ same prompts and seeds, read back from pixels by shapes/evaluate.py.
   their colour right and their kind wrong, so the frequent prompt keeps the kind in the nearest common colour
   (blue triangle -> purple triangle). The paper's SDXL setting (alternate to level 3) and its interpolation kept on
   every step: share whose centre object has the asked colour and kind, at --kind-size px.
-- Add-it: a generated one-shape source (re-noised source trajectory, same seed) and the target prompt = the
-  source caption plus a second shape in another cell, subject = its colour and kind. Against the plain target
-  prompt with the same seed: share where the subject is read anywhere and in the asked cell, share where the
-  source object is still read in its cell, and the MSE against the source image outside Add-it's own MASK
-  output (the same region for the baseline; the mask's mean area is printed with it).
+- Add-it (at --kind-size px, as it reads the new shape's kind): a generated one-shape source (re-noised source
+  trajectory, same seed) and the target prompt = the source caption plus a second shape in another cell,
+  subject = its colour and kind. Against the plain target prompt with the same seed: share where the subject is
+  read anywhere and in the asked cell, share where the source object is still read in its cell, the MSE against
+  the source image outside the new shape's cell, and how much of the new and of the source shape's cell Add-it's
+  blending mask (its MASK output) covers: with the attention mask, and with that cell given as the mask.
+  On a real source (addit_real): the same scenes rendered, VAE-encoded and inverted, against SDEdit from the
+  encoded source with the target caption at denoise 0.6 and 0.8.
 - DesignEdit (at --kind-size px: at 64 px a small shape is under one latent): a generated two-shape source,
   DDIM-inverted with the empty prompt as the paper does. Remove: the mask is one shape's grid cell (widened to
   whole latent cells); share where no object is read in that cell, share where the other shape is kept, MSE
@@ -152,6 +155,11 @@ def cell_mask(size, *positions, snap=1):
     return mask
 
 
+def covered(mask, cell):
+    """The share of `cell` ((1, S, S), 1 inside) that `mask` ((1, S, S) in [0, 1]) covers; NaN without a mask."""
+    return math.nan if mask is None else float((mask * cell).sum() / cell.sum())
+
+
 def masked_mse(a, b, mask):
     """Per image, the mean squared difference of (B, 3, S, S) images inside and outside `mask` ((1 or B, S, S),
     > 0.5 = inside): two (B,) tensors, NaN where a region is empty."""
@@ -180,7 +188,7 @@ def md_table(header, rows):
 
 
 def sample(model, positive, negative, seeds, size, steps, cfg, sampler="euler", scheduler="normal", latent=None,
-           noise_mask=None, sigmas=None):
+           noise_mask=None, sigmas=None, denoise=1.0):
     """Output latents, one per seed, as KSampler makes them (or SamplerCustom when `sampler` is a SAMPLER object
     and `sigmas` are given): from the empty latent or `latent`'s rows, `noise_mask` as SetLatentNoiseMask."""
     import comfy.sample
@@ -191,7 +199,7 @@ def sample(model, positive, negative, seeds, size, steps, cfg, sampler="euler", 
     if sigmas is not None:
         return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
                                           noise_mask=noise_mask, disable_pbar=True, seed=seeds[0]).cpu()
-    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent, denoise=1.0,
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent, denoise=denoise,
                                noise_mask=noise_mask, disable_pbar=True, seed=seeds[0]).cpu()
 
 
@@ -372,14 +380,15 @@ ADDIT_CASES = [(("circle", "red", "top left", "large"), ("square", "blue", "righ
 
 def run_addit(model, clip, vae, n_seeds, size, steps, cfg=5.0):
     _, _, evaluate, world = _shapes()
-    from sleight.nodes.insertion import SleightAddIt, SleightAddItMask
     from sleight.nodes.inversion import SleightSourceTrajectory
 
     encode, seeds = _encoder(clip), list(range(n_seeds))
-    records = {"plain target prompt": [], "Add-it": []}
+    labels = ("plain target prompt", "Add-it", "Add-it, mask given: the new shape's cell")
+    records = {label: [] for label in labels}
     for src_shape, new_shape, bg in ADDIT_CASES:
         source, target = _scene(world, bg, src_shape), _scene(world, bg, src_shape, new_shape)
         kept, added = source.shapes[0], target.shapes[1]
+        new_cell, src_cell = cell_mask(size, added.position, snap=8), cell_mask(size, kept.position, snap=8)
         src_latents = sample(model, encode(source.caption), encode(""), seeds, size, steps, cfg)
         src_images = decode(vae, src_latents)
         plain = decode(vae, sample(model, encode(target.caption), encode(""), seeds, size, steps, cfg))
@@ -387,27 +396,86 @@ def run_addit(model, clip, vae, n_seeds, size, steps, cfg=5.0):
             # A generated source: re-noised with the seed that made it, and the edit sampled from that seed too.
             traj = SleightSourceTrajectory.execute(model, {"samples": src_latents[i:i + 1]}, encode(source.caption),
                                                    seed).result[0]
-            m, positive = SleightAddIt.execute(model, clip, traj, target.caption, f"{added.colour} {added.kind}",
-                                               gamma=0.0, structure_transfer=-1.0, blend_at=-1.0,
-                                               double_stream_end=10 / 30, single_stream_end=20 / 30, dilation=1,
-                                               auto_gamma_at=5 / 30).result
-            out = sample(m, positive, encode(""), [seed], size, steps, cfg)
-            mask = SleightAddItMask.execute(m, {"samples": out}).result[0]
-            for label, image in (("plain target prompt", plain[i:i + 1]), ("Add-it", decode(vae, out))):
-                reading = evaluate.read(image, block=8)[0]
-                records[label].append({
-                    "subject anywhere": has(reading, None, added.colour, added.kind),
-                    "subject in its cell": has(reading, added.position, added.colour, added.kind),
-                    "source object kept": has(reading, kept.position, kept.colour, kept.kind),
-                    "MSE outside mask": float(masked_mse(image, src_images[i:i + 1], mask)[1][0]),
-                    "mask area": float((mask > 0.5).float().mean())})
+            images, masks = {"plain target prompt": plain[i:i + 1]}, {}
+            images.update(addit_edits(model, clip, vae, encode, traj, target.caption, added, new_cell, seed, size,
+                                      steps, cfg, masks))
+            for label, image in images.items():
+                records[label].append(addit_record(evaluate, image, src_images[i:i + 1], kept, added, new_cell,
+                                                   src_cell, masks.get(label)))
+    return addit_table(records), {"images per row": len(ADDIT_CASES) * n_seeds,
+                                  **{label: mean_of(recs) for label, recs in records.items()}}
+
+
+def addit_edits(model, clip, vae, encode, trajectory, prompt, added, new_cell, seed, size, steps, cfg, masks):
+    """Add-it at the node's defaults (the paper's for the source's kind), with its attention mask and with the new
+    shape's cell given as its mask: {label: image}; each run's blending mask goes into `masks`."""
+    from sleight.nodes.insertion import SleightAddIt, SleightAddItMask
+
+    images = {}
+    for label, given in (("Add-it", None), ("Add-it, mask given: the new shape's cell", new_cell)):
+        m, positive = SleightAddIt.execute(model, clip, trajectory, prompt, f"{added.colour} {added.kind}", gamma=0.0,
+                                           structure_transfer=-1.0, blend_at=-1.0, double_stream_end=10 / 30,
+                                           single_stream_end=20 / 30, mask=given, dilation=1,
+                                           auto_gamma_at=5 / 30).result
+        out = sample(m, positive, encode(""), [seed], size, steps, cfg)
+        images[label], masks[label] = decode(vae, out), SleightAddItMask.execute(m, {"samples": out}).result[0]
+    return images
+
+
+def addit_record(evaluate, image, source, kept, added, new_cell, src_cell, mask=None):
+    """One edited image: the new shape read anywhere / in its cell, the source's shape kept, the MSE against the
+    source outside the new shape's cell, and how much of each cell Add-it's blending mask covers (NaN: no mask)."""
+    reading = evaluate.read(image, block=8)[0]
+    return {"subject anywhere": has(reading, None, added.colour, added.kind),
+            "subject in its cell": has(reading, added.position, added.colour, added.kind),
+            "source object kept": has(reading, kept.position, kept.colour, kept.kind),
+            "MSE outside the new cell": float(masked_mse(image, source, new_cell)[1][0]),
+            "mask covers the new cell": covered(mask, new_cell), "mask covers the source's cell": covered(mask, src_cell)}
+
+
+def addit_table(records):
     rows = {label: mean_of(recs) for label, recs in records.items()}
-    table = md_table(["", "subject anywhere", "subject in its cell", "source object kept",
-                      "MSE outside Add-it's mask", "mask area"],
-                     [(label, _pct(r["subject anywhere"]), _pct(r["subject in its cell"]),
-                       _pct(r["source object kept"]), _mse(r["MSE outside mask"]), _pct(r["mask area"]))
-                      for label, r in rows.items()])
-    return table, {"images per row": len(ADDIT_CASES) * n_seeds, **rows}
+    return md_table(["", "subject anywhere", "subject in its cell", "source object kept",
+                     "MSE outside the new shape's cell", "mask covers the new shape's cell",
+                     "mask covers the source shape's cell"],
+                    [(label, _pct(r["subject anywhere"]), _pct(r["subject in its cell"]), _pct(r["source object kept"]),
+                      _mse(r["MSE outside the new cell"]), _pct(r["mask covers the new cell"]),
+                      _pct(r["mask covers the source's cell"])) for label, r in rows.items()])
+
+
+SDEDIT_DENOISE = (0.6, 0.8)
+
+
+def run_addit_real(model, clip, vae, n_seeds, size, steps, cfg=5.0):
+    """Add-it on a real source: each case's source scene rendered, VAE-encoded and inverted (Sleight · Invert, the
+    sampling schedule, 2 fixed-point iterations as the official code), against SDEdit from the same latent with
+    the target caption. The MSE is against the encoded source decoded again (what any edit could keep)."""
+    _, _, evaluate, world = _shapes()
+    from sleight.nodes.inversion import SleightInvert
+
+    encode, seeds = _encoder(clip), list(range(n_seeds))
+    labels = [f"SDEdit, denoise {d}" for d in SDEDIT_DENOISE] + ["Add-it", "Add-it, mask given: the new shape's cell"]
+    records = {label: [] for label in labels}
+    for src_shape, new_shape, bg in ADDIT_CASES:
+        source, target = _scene(world, bg, src_shape), _scene(world, bg, src_shape, new_shape)
+        kept, added = source.shapes[0], target.shapes[1]
+        new_cell, src_cell = cell_mask(size, added.position, snap=8), cell_mask(size, kept.position, snap=8)
+        latent = vae.encode(world.render([source], size).movedim(1, -1)).cpu()
+        reference = decode(vae, latent)
+        traj = SleightInvert.execute(model, {"samples": latent}, encode(source.caption), steps, "normal", 1.0,
+                                     2).result[0]
+        for seed in seeds:
+            images, masks = {}, {}
+            for d in SDEDIT_DENOISE:
+                images[f"SDEdit, denoise {d}"] = decode(vae, sample(model, encode(target.caption), encode(""), [seed],
+                                                                   size, steps, cfg, latent=latent, denoise=d))
+            images.update(addit_edits(model, clip, vae, encode, traj, target.caption, added, new_cell, seed, size,
+                                      steps, cfg, masks))
+            for label, image in images.items():
+                records[label].append(addit_record(evaluate, image, reference, kept, added, new_cell, src_cell,
+                                                   masks.get(label)))
+    return addit_table(records), {"images per row": len(ADDIT_CASES) * n_seeds,
+                                  **{label: mean_of(recs) for label, recs in records.items()}}
 
 
 # (shape A: removed / moved to the centre, shape B: kept, background); A small in a corner so that the layer,
@@ -642,7 +710,7 @@ def write_docs(text, path=DOCS):
     doc_blocks.write_block(path, "effects", "Effects on the shapes model (issue 8, `make effects`)", text)
 
 
-SECTIONS = ["apg", "routing", "letters", "r2f", "addit", "designedit", "hdpainter", "search"]
+SECTIONS = ["apg", "routing", "letters", "r2f", "addit", "addit_real", "designedit", "hdpainter", "search"]
 
 
 @torch.inference_mode()
@@ -656,7 +724,7 @@ def main(argv=None):
     p.add_argument("--search-budget", type=int, default=8, help="noise search: the largest N (N = 1, 2, 4, ...)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--kind-size", type=int, default=128,
-                   help="letters, R2F, DesignEdit and HD-Painter: letters and kinds read back at about 128 px")
+                   help="letters, R2F, Add-it, DesignEdit and HD-Painter: letters and kinds read back at about 128 px")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--apg-steps", type=int, nargs="+", default=[20, 50],
                    help="APG: sampling steps, one table block each (its momentum acts across steps)")
@@ -670,7 +738,6 @@ def main(argv=None):
     from sleight.samplers.switching import DEFAULT_ALPHAS
     meta = train.read_checkpoint()[1]
     t = time.perf_counter()
-    edit = (model, clip, vae, args.edit_seeds, args.size, args.steps)
     kind_edit = (model, clip, vae, args.edit_seeds, args.kind_size, args.steps)
     sections = {
         "apg": (lambda: run_apg(model, clip, vae, args.prompts, args.size, args.apg_steps),
@@ -685,11 +752,18 @@ def main(argv=None):
                 f"**Rare-to-Frequent** ({args.kind_size} px; the frequent prompt keeps the kind in a common colour; "
                 f"alpha {DEFAULT_ALPHAS} in interpolate mode; share of {args.seeds} seeds whose centre object has the "
                 "asked colour and kind"),
-        "addit": (lambda: run_addit(*edit),
-                  f"**Add-it** (a shape added to a generated one-shape source; {len(ADDIT_CASES) * args.edit_seeds} "
+        "addit": (lambda: run_addit(*kind_edit),
+                  f"**Add-it** ({args.kind_size} px; a shape added to a generated one-shape source; "
+                  f"{len(ADDIT_CASES) * args.edit_seeds} "
                   "images per row; paper settings for a generated source: gamma 1.05, structure transfer 2/30, "
                   "blending from 15/30; sampled euler / normal, cfg 5, the source's seed; MSE against the source "
-                  "outside Add-it's mask"),
+                  "outside the new shape's cell; how much of each shape's cell Add-it's blending mask covers"),
+        "addit_real": (lambda: run_addit_real(*kind_edit),
+                       f"**Add-it on a real source** ({args.kind_size} px; the same cases, each source scene rendered, "
+                       f"VAE-encoded and inverted with the source caption (Sleight · Invert, fixed-point 2); "
+                       f"{len(ADDIT_CASES) * args.edit_seeds} images per row; paper settings for a real source: gamma "
+                       "1.1, structure transfer 4/30, blending from 18/30; SDEdit: KSampler from the encoded source "
+                       "with the target caption; MSE against the encoded source decoded"),
         "designedit": (lambda: run_designedit(*kind_edit),
                        f"**DesignEdit** ({args.kind_size} px; generated two-shape sources, DDIM-inverted; "
                        f"{len(DESIGN_CASES) * args.edit_seeds} images per row; ddim, ddim_uniform, cfg 7.5, the empty "

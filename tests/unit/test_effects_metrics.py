@@ -48,6 +48,23 @@ def test_masked_mse_inside_outside_and_empty_regions():
     assert inside.tolist() == [0.5, 0.5] and all(math.isnan(v) for v in outside.tolist())
 
 
+def test_covered_is_the_share_of_a_cell_under_the_mask():
+    cell = effects.cell_mask(64, "top left", snap=8)
+    assert effects.covered(cell, cell) == 1.0 and effects.covered(1 - cell, cell) == 0.0
+    half = cell.clone()
+    half[:, :, 12:] = 0.0                                # the top-left cell is 24 px wide: keep its left half
+    assert effects.covered(half, cell) == 0.5
+    assert math.isnan(effects.covered(None, cell))
+
+
+def test_addit_cases_add_a_shape_in_an_empty_cell():
+    for src_shape, new_shape, background in effects.ADDIT_CASES:
+        source = effects._scene(world, background, src_shape)
+        assert new_shape[2] != src_shape[2]
+        reading = evaluate.read(world.render([source], 128), block=8)[0]
+        assert not effects.has(reading, new_shape[2]) and effects.has(reading, src_shape[2])
+
+
 def test_mean_of_counts_bools_and_leaves_nans_out():
     out = effects.mean_of([{"hit": True, "mse": 0.2}, {"hit": False, "mse": math.nan}, {"hit": True, "mse": 0.4}])
     assert abs(out["hit"] - 2 / 3) < 1e-12 and abs(out["mse"] - 0.3) < 1e-12
