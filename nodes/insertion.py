@@ -59,7 +59,8 @@ class SleightAddIt(io.ComfyNode):
                             "thirds of the layers."),
                 inp(io.Mask, "mask", optional=True,
                     tooltip="Optional: where the object may appear (white), at the image size. Replaces the "
-                            "attention mask; outside it the result is blended back to the source."),
+                            "attention mask; outside it the result is blended back to the source. Give one when "
+                            "Sleight · Add-it mask shows the attention mask in the wrong place."),
                 inp(io.Int, "dilation", default=1, min=0, max=16, advanced=True,
                     tooltip="The attention mask grows by this many tokens after Otsu thresholding."),
                 inp(io.Float, "auto_gamma_at", default=round(5 / 30, 4), min=0.0, max=1.0, step=0.001, advanced=True,
