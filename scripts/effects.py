@@ -730,13 +730,18 @@ def main(argv=None):
                    help="APG: sampling steps, one table block each (its momentum acts across steps)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
+    p.add_argument("--checkpoint", type=Path, help="another shapes checkpoint (a training run's) to measure; "
+                   "not with --write")
     p.add_argument("--write", action="store_true")
     args = p.parse_args(argv)
+    if args.checkpoint and args.write:
+        p.error("--write records the committed model: measure another --checkpoint without it")
     torch.set_num_threads(args.threads)
     _, train, _, _ = _shapes()
-    model, clip, vae = train.load()
+    checkpoint = args.checkpoint or train.CHECKPOINT
+    model, clip, vae = train.load(checkpoint)
     from sleight.samplers.switching import DEFAULT_ALPHAS
-    meta = train.read_checkpoint()[1]
+    meta = train.read_checkpoint(checkpoint)[1]
     t = time.perf_counter()
     kind_edit = (model, clip, vae, args.edit_seeds, args.kind_size, args.steps)
     sections = {

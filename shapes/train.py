@@ -16,7 +16,8 @@ two-level one and cooled down (--arch two-level, --cooldown-from):
 DDPM epsilon-prediction on ComfyUI's own SD1 schedule with offset noise, AdamW with warm-up, 10 % caption
 dropout (the empty prompt, as CLIPTextEncode("") gives it), gradient clipping, EMA, a divergence guard that stops
 without saving (--diverge-factor); steps cycle 64, 64 and
-128 px (--sizes).
+128 px (--sizes). --ground-weight adds a grounding loss on the cross-attention (TokenCompose's token loss): each
+shape's colour and kind tokens should attend inside its grid cell, as the papers' models tie words to places.
 Every batch is a pure function of (seed, step), so a resumed run draws exactly the batches an uninterrupted
 one would. Every --save-minutes, at the end and on SIGTERM it writes build/shapes/state.pt (everything, for
 --resume) and the EMA weights in fp16 to models/shapes/sleight-shapes-sd15.safetensors, saved as
@@ -356,6 +357,85 @@ def objective(error, sigma2, signs=None, sign_weight=1.0, x0_weight_max=1.0, sig
     return (error * weight).mean()
 
 
+def grounding_tokens(clip, scenes):
+    """Per scene, (token indices, position) of each shape: the CLIP tokens of its colour and kind words in the
+    caption (what a subject such as Add-it's "purple star" names), matched in caption order."""
+    def ids(text):
+        return [t for t, _ in clip.tokenize(text)["l"][0]]
+
+    special = set(ids(""))
+    out = []
+    for scene in scenes:
+        caption, at, found = ids(scene.caption), 0, []
+        for shape in scene.shapes:
+            want = [t for t in ids(f"{shape.colour} {shape.kind}") if t not in special]
+            while caption[at:at + len(want)] != want:
+                at += 1
+                if at >= len(caption):
+                    raise ValueError(f"{shape.colour} {shape.kind} not among the tokens of: {scene.caption}")
+            found.append((tuple(range(at, at + len(want))), shape.position))
+            at += len(want)
+        out.append(found)
+    return out
+
+
+def cell_grid(position, h, w):
+    """(h, w) bool: the latent pixels whose centres lie in the named grid cell (world.CELL_EDGES)."""
+    world, _ = _world()
+    (x, y), _ = world.POSITIONS[position]
+    edges = torch.tensor(world.CELL_EDGES)
+    rows = torch.bucketize((torch.arange(h) + 0.5) / h, edges) == torch.bucketize(torch.tensor(y), edges)
+    cols = torch.bucketize((torch.arange(w) + 0.5) / w, edges) == torch.bucketize(torch.tensor(x), edges)
+    return rows[:, None] & cols[None, :]
+
+
+def grounding_targets(groundings, dropped, h, w, tokens=77):
+    """(targets (B, tokens, h*w) 1 inside the cell of the shape a token names, weights (B, tokens) 1 on those
+    tokens) for one batch's groundings (grounding_tokens' entries); a dropped caption grounds nothing."""
+    targets = torch.zeros(len(groundings), tokens, h * w)
+    weights = torch.zeros(len(groundings), tokens)
+    for b, (found, drop) in enumerate(zip(groundings, dropped)):
+        for positions, cell in ([] if drop else found):
+            targets[b, list(positions)] = cell_grid(cell, h, w).flatten().float()
+            weights[b, list(positions)] = 1.0
+    return targets, weights
+
+
+def grounding_loss(probs, targets, weights):
+    """TokenCompose's token loss (Wang et al., CVPR 2024), mean over grounded tokens and heads of
+    (1 − Σ_{u in its cell} A[u] / Σ_u A[u])², A the token's cross-attention map over the image.
+    probs (B, heads, h*w, tokens) softmax over tokens; targets, weights from grounding_targets."""
+    inside = torch.einsum("bhqt,btq->bht", probs, targets)
+    share = inside / probs.sum(2).clamp_min(1e-12)
+    w = weights[:, None, :].expand_as(share)
+    return ((1 - share) ** 2 * w).sum() / w.sum().clamp_min(1.0)
+
+
+class AttentionRecorder:
+    """An attn2 replace patch: cross-attention written out as softmax(q·kᵀ/√d)·v, its probabilities kept for the
+    grounding loss (at most a 16x16 latent against 77 tokens per head)."""
+
+    def __init__(self):
+        self.probs = []
+
+    def __call__(self, q, k, v, extra_options):
+        heads, (b, lq, _) = extra_options["n_heads"], q.shape
+        q, k, v = (x.view(b, -1, heads, x.shape[-1] // heads).transpose(1, 2) for x in (q, k, v))
+        probs = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(-1)
+        self.probs.append(probs)
+        return (probs @ v).transpose(1, 2).reshape(b, lq, -1)
+
+
+def cross_attention_blocks(unet):
+    """The transformer_options block keys ("input", i) / ("middle", 0) / ("output", i) that hold cross-attention."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+
+    groups = [("input", unet.input_blocks), ("middle", [] if unet.middle_block is None else [unet.middle_block]),
+              ("output", unet.output_blocks)]
+    return [(name, i) for name, blocks in groups for i, block in enumerate(blocks)
+            if any(isinstance(m, SpatialTransformer) for m in block.modules())]
+
+
 _POOL_STATE = {}
 
 
@@ -453,6 +533,7 @@ def train(args):
     clip = load_clip(cpu=device.type == "cpu")
     scenes, cond, empty = caption_pool(clip, args.captions, log=log, state_dir=state_dir, simple=args.simple,
                                        sign_p=args.sign_p)
+    groundings = grounding_tokens(clip, scenes) if args.ground_weight > 0 else None
     del clip
     import comfy.model_management
     comfy.model_management.unload_all_models()  # the text encoder is not needed again: free its memory
@@ -465,7 +546,7 @@ def train(args):
                 "train_s": round(status["train_s"]), "sizes": args.sizes, "captions": args.captions,
                 "seed": args.seed, "loss_ema": status["loss_ema"], "init": status.get("init"),
                 "sign_p": args.sign_p, "sign_weight": args.sign_weight,
-                "sign_x0_max": args.sign_x0_max}
+                "sign_x0_max": args.sign_x0_max, "ground_weight": args.ground_weight}
         _atomic_save({"unet": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "status": status,
                       "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, state_path)
         shell = build_model(args.seed, arch)  # a second model to hold the EMA weights while saving
@@ -476,7 +557,8 @@ def train(args):
     last_save = time.time()
     stop = []  # SIGTERM (kill PID) ends the run after the current step, with a save
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    window, window_t = [], time.perf_counter()
+    window, window_t, ground_window = [], time.perf_counter(), []
+    cross_blocks = cross_attention_blocks(unet)
     _log(f"training sizes {args.sizes}, batch {args.batch}, {args.threads} thread(s), until "
          f"{time.strftime('%H:%M:%S', time.localtime(deadline))}", log)
     source = batches(status["step"], args, scenes)
@@ -487,15 +569,28 @@ def train(args):
         context = torch.where(drop[:, None, None], empty.float()[None], cond[idx].float())
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        recorder = AttentionRecorder()
+        options = {"patches_replace": {"attn2": {key: recorder for key in cross_blocks}}} if groundings else {}
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-            pred = unet(xt, t.float(), context=context)
+            pred = unet(xt, t.float(), context=context, transformer_options=options)
         error = (pred.float() - noise).pow(2)
         loss = error.mean()  # the plain ε-MSE: what the log shows
         signs = None
         if args.sign_weight != 1 or args.sign_x0_max > 1:
             signs = sign_mask([scenes[i] for i in idx.tolist()], x0.shape[-1] * 8).to(device)
+        total = objective(error, sigmas[t] ** 2, signs, args.sign_weight, args.x0_weight_max, args.sign_x0_max)
+        if groundings:
+            found, terms = [groundings[i] for i in idx.tolist()], []
+            for probs in recorder.probs:
+                scale = round(math.sqrt(x0.shape[-2] * x0.shape[-1] / probs.shape[2]))  # the layer's downsampling
+                targets, weights = grounding_targets(found, drop.tolist(), x0.shape[-2] // scale,
+                                                     x0.shape[-1] // scale)
+                terms.append(grounding_loss(probs.float(), targets.to(device), weights.to(device)))
+            ground = sum(terms) / len(terms)
+            total = total + args.ground_weight * ground
+            ground_window.append(float(ground.detach()))
         opt.zero_grad(set_to_none=True)
-        objective(error, sigmas[t] ** 2, signs, args.sign_weight, args.x0_weight_max, args.sign_x0_max).backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         for group in opt.param_groups:
             group["lr"] = args.lr * lr_factor(status["opt_steps"], status["step"], args)
@@ -522,8 +617,9 @@ def train(args):
         if status["step"] % args.log_every == 0:
             rate = len(window) / (time.perf_counter() - window_t)
             _log(f"step {status['step']} loss {sum(window) / len(window):.4f} ema {status['loss_ema']:.4f} "
-                 f"lr {opt.param_groups[0]['lr']:.1e} {rate:.3f} it/s", log)
-            window, window_t = [], time.perf_counter()
+                 f"lr {opt.param_groups[0]['lr']:.1e} {rate:.3f} it/s"
+                 + (f" grounding {sum(ground_window) / len(ground_window):.3f}" if ground_window else ""), log)
+            window, window_t, ground_window = [], time.perf_counter(), []
         if time.time() - last_save > args.save_minutes * 60:
             save()
             last_save = time.time()
@@ -585,6 +681,9 @@ def main(argv=None):
     p.add_argument("--sign-x0-max", type=float, default=1.0,
                    help="also weight a sign's latents by σ² clamped to [1, this]: x0-MSE on the glyph at high noise, "
                         "where its letter must come from the caption (1: off)")
+    p.add_argument("--ground-weight", type=float, default=0.0,
+                   help="weight of a grounding loss on the cross-attention: each shape's colour and kind tokens "
+                        "attend inside its grid cell (TokenCompose's token loss; 0: off)")
     p.add_argument("--dropout", type=float, default=0.1, help="share of captions replaced by the empty prompt")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--captions", type=int, help="distinct captions in the (cached) pool (default 2048; --simple: 512)")

@@ -167,3 +167,60 @@ def test_a_grown_curriculum_stage_counts_every_earlier_stage_and_loads_as_sd15(t
     # --resume with nothing to resume in its folder is an --init-from start, not a resume of the source
     again = stage("again", "--resume", "--init-from", str(one / "state.pt"))
     assert train.read_checkpoint(again / train.CHECKPOINT.name)[1]["init"]["step"] == 1
+
+
+def test_grounding_tokens_name_each_shape_and_its_cell():
+    from sleight.shapes import train
+
+    clip = train.load_clip()
+    scene = world.Scene("yellow", (world.Shape("star", "blue", "top", "small"),
+                                   world.Shape("star", "blue", "left", "large"),
+                                   world.Shape("square", "purple", "bottom right", "small")),
+                        world.Sign("C", "bottom left"))
+    ids = [t for t, _ in clip.tokenize(scene.caption)["l"][0]]
+    words = clip.tokenizer.clip_l.tokenizer.decode
+    found = train.grounding_tokens(clip, [scene])[0]
+    assert [(words([ids[i] for i in pos]), cell) for pos, cell in found] == [
+        ("blue star", "top"), ("blue star", "left"), ("purple square", "bottom right")]
+    assert found[0][0] != found[1][0]  # the same words twice: each shape its own occurrence
+    targets, weights = train.grounding_targets([found, found], [False, True], 8, 8)
+    assert torch.equal(weights[1], torch.zeros(77)) and not targets[1].any()  # a dropped caption grounds nothing
+    assert weights[0].sum() == 6 and set(weights[0].nonzero().flatten().tolist()) == {
+        i for pos, _ in found for i in pos}
+    top = targets[0, found[0][0][0]].view(8, 8)
+    assert top[:3, 3:5].all() and top.sum() == 6  # the top cell: rows 0-2, columns 3-4 of an 8x8 latent
+
+
+def test_grounding_loss_is_the_token_loss_written_out():
+    from sleight.shapes import train
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.randn(2, 3, 16, 5, generator=g).softmax(-1)
+    targets = (torch.rand(2, 5, 16, generator=g) > 0.6).float()
+    weights = torch.tensor([[1.0, 0, 1, 0, 0], [0, 0, 0, 1, 1]])
+    terms = [(1 - float((probs[b, h, :, t] * targets[b, t]).sum() / probs[b, h, :, t].sum())) ** 2
+             for b in range(2) for h in range(3) for t in range(5) if weights[b, t]]
+    assert float(train.grounding_loss(probs, targets, weights)) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    inside = torch.zeros_like(probs)
+    inside[..., :8, :] = probs[..., :8, :]
+    assert float(train.grounding_loss(inside, (torch.arange(16) < 8).float().expand(2, 5, 16), weights)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_attention_recorder_keeps_the_unets_output():
+    from sleight.shapes import train
+
+    weights, _ = train.read_checkpoint()  # the committed model: its cross-attention counts
+    unet = train.build_model(seed=1, arch=train.arch_of(weights)).diffusion_model
+    unet.load_state_dict({k: v.float() for k, v in weights.items()})
+    g = torch.Generator().manual_seed(2)
+    x, ctx, t = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 768, generator=g), torch.tensor([9.0, 700])
+    recorder = train.AttentionRecorder()
+    blocks = train.cross_attention_blocks(unet)
+    with torch.no_grad():
+        plain = unet(x, t, context=ctx)
+        patched = unet(x, t, context=ctx, transformer_options={"patches_replace": {"attn2": dict.fromkeys(blocks,
+                                                                                                           recorder)}})
+        other = unet(x, t, context=torch.randn(ctx.shape, generator=g))  # the text does reach the output
+    assert len(recorder.probs) == len(blocks) >= 1
+    assert all(p.shape[2:] == (256, 77) and torch.allclose(p.sum(-1), torch.ones(())) for p in recorder.probs)
+    assert torch.allclose(patched, plain, atol=1e-5) and not torch.allclose(other, plain, atol=1e-3)
