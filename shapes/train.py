@@ -401,14 +401,22 @@ def grounding_targets(groundings, dropped, h, w, tokens=77):
     return targets, weights
 
 
+def cell_share(probs, targets):
+    """(B, heads, tokens): the share of each token's cross-attention map A over the image that falls inside its
+    cell, Σ_{u in cell} A[u] / Σ_u A[u]. probs (B, heads, h*w, tokens) softmax over tokens; targets from
+    grounding_targets."""
+    return torch.einsum("bhqt,btq->bht", probs, targets) / probs.sum(2).clamp_min(1e-12)
+
+
+def grounded_mean(values, weights):
+    """The mean of (B, heads, tokens) values over the grounded tokens (weights (B, tokens)) and every head."""
+    w = weights[:, None, :].expand_as(values)
+    return (values * w).sum() / w.sum().clamp_min(1.0)
+
+
 def grounding_loss(probs, targets, weights):
-    """TokenCompose's token loss (Wang et al., CVPR 2024), mean over grounded tokens and heads of
-    (1 − Σ_{u in its cell} A[u] / Σ_u A[u])², A the token's cross-attention map over the image.
-    probs (B, heads, h*w, tokens) softmax over tokens; targets, weights from grounding_targets."""
-    inside = torch.einsum("bhqt,btq->bht", probs, targets)
-    share = inside / probs.sum(2).clamp_min(1e-12)
-    w = weights[:, None, :].expand_as(share)
-    return ((1 - share) ** 2 * w).sum() / w.sum().clamp_min(1.0)
+    """TokenCompose's token loss (Wang et al., CVPR 2024): mean over grounded tokens and heads of (1 − cell_share)²."""
+    return grounded_mean((1 - cell_share(probs, targets)) ** 2, weights)
 
 
 class AttentionRecorder:
