@@ -126,7 +126,7 @@ def grounding(model, n_prompts=48, size=128, timesteps=(800, 500, 200), seed=0):
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with torch.no_grad():
             unet(xt.to(dtype), torch.full((len(scenes),), float(t)), context=cond,
-                 transformer_options={"patches_replace": {"attn2": dict.fromkeys(blocks, recorder)}})
+                 transformer_options=recorder.options(blocks))
         assert all(p.shape[2] == targets.shape[2] for p in recorder.probs), "a cross-attention layer below full size"
         out[t] = {f"{b[0]}.{b[1]}": float(train.grounded_mean(train.cell_share(p.float(), targets), weights))
                   for b, p in zip(blocks, recorder.probs)}

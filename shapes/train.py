@@ -433,6 +433,10 @@ class AttentionRecorder:
         self.probs.append(probs)
         return (probs @ v).transpose(1, 2).reshape(b, lq, -1)
 
+    def options(self, blocks):
+        """transformer_options that route these blocks' cross-attention through this recorder."""
+        return {"patches_replace": {"attn2": dict.fromkeys(blocks, self)}}
+
 
 def cross_attention_blocks(unet):
     """The transformer_options block keys ("input", i) / ("middle", 0) / ("output", i) that hold cross-attention."""
@@ -578,7 +582,7 @@ def train(args):
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         recorder = AttentionRecorder()
-        options = {"patches_replace": {"attn2": {key: recorder for key in cross_blocks}}} if groundings else {}
+        options = recorder.options(cross_blocks) if groundings else {}
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
             pred = unet(xt, t.float(), context=context, transformer_options=options)
         error = (pred.float() - noise).pow(2)
@@ -588,12 +592,13 @@ def train(args):
             signs = sign_mask([scenes[i] for i in idx.tolist()], x0.shape[-1] * 8).to(device)
         total = objective(error, sigmas[t] ** 2, signs, args.sign_weight, args.x0_weight_max, args.sign_x0_max)
         if groundings:
-            found, terms = [groundings[i] for i in idx.tolist()], []
+            found, terms, by_grid = [groundings[i] for i in idx.tolist()], [], {}
             for probs in recorder.probs:
                 scale = round(math.sqrt(x0.shape[-2] * x0.shape[-1] / probs.shape[2]))  # the layer's downsampling
-                targets, weights = grounding_targets(found, drop.tolist(), x0.shape[-2] // scale,
-                                                     x0.shape[-1] // scale)
-                terms.append(grounding_loss(probs.float(), targets.to(device), weights.to(device)))
+                if scale not in by_grid:  # layers at one grid size share their targets
+                    by_grid[scale] = [v.to(device) for v in grounding_targets(
+                        found, drop.tolist(), x0.shape[-2] // scale, x0.shape[-1] // scale)]
+                terms.append(grounding_loss(probs.float(), *by_grid[scale]))
             ground = sum(terms) / len(terms)
             total = total + args.ground_weight * ground
             ground_window.append(float(ground.detach()))

@@ -218,8 +218,7 @@ def test_attention_recorder_keeps_the_unets_output():
     blocks = train.cross_attention_blocks(unet)
     with torch.no_grad():
         plain = unet(x, t, context=ctx)
-        patched = unet(x, t, context=ctx, transformer_options={"patches_replace": {"attn2": dict.fromkeys(blocks,
-                                                                                                           recorder)}})
+        patched = unet(x, t, context=ctx, transformer_options=recorder.options(blocks))
         other = unet(x, t, context=torch.randn(ctx.shape, generator=g))  # the text does reach the output
     assert len(recorder.probs) == len(blocks) >= 1
     assert all(p.shape[2:] == (256, 77) and torch.allclose(p.sum(-1), torch.ones(())) for p in recorder.probs)
