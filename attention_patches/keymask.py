@@ -14,9 +14,8 @@ Cost: one elementwise product on K (or a (B,1,1,L) bias); no L×L matrix is form
 import math
 
 import torch
-import torch.nn.functional as F
 
-from ..samplers import schedule
+from .core import masks, schedule
 
 MODES = ("zero", "exclude")
 
@@ -37,46 +36,33 @@ class KeyMask:
         self.roles = tuple(roles)
         self.who = who
         self.empty = not bool((self.mask > 0).any()) and (self.union is None or not bool((self.union > 0).any()))
-        self._resized = {}
-        self._per_key_cache = {}
-
-    def _step(self, call):
-        fwd = call.forward
-        return fwd.step, schedule.total_steps(fwd.sample_sigmas)
 
     def applies(self, call) -> bool:
         if self.empty or call.kind not in ("self", "joint"):
             return False
         if not any(call.rows.get(role) for role in self.roles):
             return False
-        step, total = self._step(call)
-        if total <= 0:
+        fwd = call.forward
+        if fwd.total_steps <= 0:
             return False
-        return self.window.contains_step(step, total)
+        return self.window.contains_step(fwd.step, fwd.total_steps)
 
     def mask_at(self, call) -> torch.Tensor:
         """M at this layer: (h·w,) in [0, 1], the refine union inside the refine window."""
-        step, total = self._step(call)
-        use_union = self.union is not None and self.refine_window.contains_step(step, total)
-        key = (use_union, tuple(call.grid))
-        m = self._resized.get(key)
-        if m is None:
-            src = self.union if use_union else self.mask
-            h, w = call.grid
-            if src.shape[-2:] != (h, w):
-                src = F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False)
-            m = src.reshape(-1).clamp(0.0, 1.0)
-            self._resized[key] = m
-        return m
+        fwd = call.forward
+        use_union = self.union is not None and self.refine_window.contains_step(fwd.step, fwd.total_steps)
+        src = self.union if use_union else self.mask
+        return call.run.memo(self, (use_union, tuple(call.grid)),
+                             lambda: masks.to_grid(src, call.grid).reshape(-1).clamp(0.0, 1.0))
 
     def _per_key(self, call, rows, img):
-        """(B,1,Lk,1) key scale (zero) or (B,1,1,Lk) logit bias (exclude), cached per layer shape and rows."""
+        """(B,1,Lk,1) key scale (zero) or (B,1,1,Lk) logit bias (exclude), made once per run and layer shape."""
         m = self.mask_at(call)
         b, lk = call.k.shape[0], call.k.shape[2]
         key = (id(m), rows, b, lk, img.start, img.stop, call.k.device, call.k.dtype)
-        t = self._per_key_cache.get(key)
-        if t is not None:
-            return t
+        return call.run.memo(self, key, lambda: self._make_per_key(call, m, rows, img, b, lk))
+
+    def _make_per_key(self, call, m, rows, img, b, lk):
         if m.numel() != img.stop - img.start:
             raise ValueError(f"{self.who}: layer {call.block} has {img.stop - img.start} image keys but the mask "
                              f"grid {call.grid} gives {m.numel()}; this model's token layout is not supported.")
@@ -84,23 +70,17 @@ class KeyMask:
         if self.mode == "zero":
             t = torch.ones((b, 1, lk, 1), dtype=torch.float32)
             t[list(rows), 0, img, 0] = keep
-            t = t.to(device=call.k.device, dtype=call.k.dtype)
-        else:
-            if call.kind == "self" and not bool((keep > 0).any()):
-                raise ValueError(f"{self.who}: 'exclude' masks every key of layer {call.block}: nothing is left "
-                                 "to attend to. Use a smaller mask or the 'zero' key mode.")
-            t = torch.zeros((b, 1, 1, lk), dtype=torch.float32)
-            t[list(rows), 0, 0, img] = torch.log(keep)      # log 0 = −∞: a fully masked key gets no attention
-            t = t.to(device=call.k.device)
-        if len(self._per_key_cache) > 256:
-            self._per_key_cache.clear()
-        self._per_key_cache[key] = t
-        return t
+            return t.to(device=call.k.device, dtype=call.k.dtype)
+        if call.kind == "self" and not bool((keep > 0).any()):
+            raise ValueError(f"{self.who}: 'exclude' masks every key of layer {call.block}: nothing is left "
+                             "to attend to. Use a smaller mask or the 'zero' key mode.")
+        t = torch.zeros((b, 1, 1, lk), dtype=torch.float32)
+        t[list(rows), 0, 0, img] = torch.log(keep)      # log 0 = −∞: a fully masked key gets no attention
+        return t.to(device=call.k.device)
 
     def run(self, call, attend):
         rows = tuple(sorted({r for role in self.roles for r in call.rows.get(role, [])}))
-        img = call.img if call.kind == "joint" else slice(0, call.k.shape[2])
-        t = self._per_key(call, rows, img)
+        t = self._per_key(call, rows, call.img)      # self / joint: keys share the queries' positions
         if self.mode == "zero":
             return attend(call.replace(k=call.k * t))   # rows outside `rows` and text keys are multiplied by 1
         bias = t if call.bias is None else call.bias.float() + t
@@ -108,9 +88,7 @@ class KeyMask:
 
 
 def _as_4d(mask) -> torch.Tensor:
-    m = torch.as_tensor(mask).float().detach().cpu()
-    while m.ndim < 4:
-        m = m.unsqueeze(0)
+    m = masks.as_4d(torch.as_tensor(mask).detach().cpu())
     if m.shape[0] != 1 or m.shape[1] != 1:
         m = m.reshape(-1, *m.shape[-2:])[:1].unsqueeze(1)
     return m

@@ -1,30 +1,39 @@
-"""Prompt routing on DiTs (SD3, Flux): the text K/V of chosen joint blocks come from a routed prompt.
+"""Prompt routing on DiTs: the text K/V of chosen joint blocks come from a routed prompt.
 
 In a joint-attention DiT the text stream is rewritten by every block and modulated by the timestep, so the
 routed prompt's text K/V at block b exist only inside a forward of that prompt. Following the paper's
 activation patching (Staniszewski et al., 2025: only the context stream's K/V are patched), a side pass of the
 routed prompt runs in lockstep at every step inside the window, as extra rows of the main forward
-(samplers/trajectory.add_batched_side); this effect records its text K/V at the chosen blocks and attends the
-routed rows' queries to [routed text K/V | their own image K/V]. Image K/V and every query stay the model's own.
+(samplers/routing.py, through samplers/trajectory.add_batched_side); this effect records its text K/V at the
+chosen blocks and attends the routed rows' queries to their own keys with the text part replaced by the routed
+prompt's, in the call's own token order. Image K/V and every query stay the model's own.
 """
 import torch
 
-from ..samplers import schedule, trajectory
-from . import router
+from .core import router
 
-ROUTE_KEY = "sleight.route"
+ROUTE_KEY = router.ROUTE_ROLE
+
+
+class TextKVRun:
+    """Routing's state for one sampling run."""
+
+    def __init__(self):
+        self.cache = {}          # block -> (sigma, k_txt, v_txt) recorded from the routed side rows
+        self.expected = False    # the side rows run at this step
+        self.missed = False      # routed rows came before the side rows' data (a batch split): redo them
 
 
 class TextKVSwap:
     order = 10   # first: later effects see the swapped keys
 
-    def __init__(self, blocks, window: schedule.Window, roles=("cond",)):
+    def __init__(self, blocks, window, roles=("cond",)):
         self.blocks = frozenset(blocks)
-        self.window = window
+        self.window = window     # schedule.Window in which the side rows run (samplers/routing.py)
         self.roles = tuple(roles)
-        self.cache = {}          # block -> (sigma, k_txt, v_txt) recorded from the routed side rows
-        self.expected = False    # the side rows run at this step
-        self.missed = False      # routed rows came before the side rows' data (a batch split): redo them
+
+    def state(self, run) -> TextKVRun:
+        return run.slot(self, TextKVRun)
 
     def applies(self, call):
         if call.block not in self.blocks or call.kind != "joint":
@@ -33,16 +42,16 @@ class TextKVSwap:
         return ROUTE_KEY in rows or any(r in rows for r in self.roles)
 
     def run(self, call, attend):
-        rows = call.rows
+        rows, st = call.rows, self.state(call.run)
         if ROUTE_KEY in rows:           # side rows: remember the routed prompt's text keys and values
             idx = rows[ROUTE_KEY]
-            self.cache[call.block] = (call.sigma, call.k[idx][:, :, call.txt], call.v[idx][:, :, call.txt])
+            st.cache[call.block] = (call.sigma, call.k[idx][:, :, call.txt], call.v[idx][:, :, call.txt])
         routed = [r for role in self.roles for r in rows.get(role, [])]
         if not routed:
             return attend(call)
-        entry = self.cache.get(call.block)
+        entry = st.cache.get(call.block)
         if entry is None or entry[0] != call.sigma:   # no side rows at this step (outside the window), or not yet
-            self.missed = self.missed or self.expected
+            st.missed = st.missed or st.expected
             return attend(call)
         _, k_txt, v_txt = entry
         if call.mask is not None:
@@ -54,49 +63,12 @@ class TextKVSwap:
             out[keep] = attend(call.subset(keep))
         per = k_txt.shape[0]                       # side rows ↔ each chunk of routed rows, in order
         src = torch.tensor([i % per for i in range(len(routed))], device=k_txt.device)
-        img = slice(call.txt.stop, call.k.shape[2]) if call.txt.start == 0 else None
-        if img is None:
-            raise ValueError("Sleight · Route prompt: text tokens must come first in joint attention")
-        k = torch.cat([k_txt[src].to(call.k), call.k[routed][:, :, img]], dim=2)
-        v = torch.cat([v_txt[src].to(call.v), call.v[routed][:, :, img]], dim=2)
+        k = _swap_text(call.k[routed], k_txt[src].to(call.k), call.txt)
+        v = _swap_text(call.v[routed], v_txt[src].to(call.v), call.txt)
         out[routed] = attend(call.subset(routed, k=k, v=v))
         return out
 
 
-def _same_prompt(conditioning, guider, roles) -> bool:
-    """Routing a prompt into rows that already use it changes nothing: skip the side pass (exactly baseline)."""
-    keys = {"cond": "positive", "uncond": "negative"}
-    for role in roles:
-        entries = guider.original_conds.get(keys.get(role, role), [])
-        if len(entries) != len(conditioning):
-            return False
-        for (emb, extra), c in zip(conditioning, entries):
-            if not torch.equal(emb, c["cross_attn"]):
-                return False
-            pooled, theirs = extra.get("pooled_output"), c.get("pooled_output")
-            if (pooled is None) != (theirs is None) or (pooled is not None and not torch.equal(pooled, theirs)):
-                return False
-    return True
-
-
-def install_dit(model, conditioning, blocks, window: schedule.Window, roles=("cond",), who="Sleight · Route prompt"):
-    """Route `conditioning`'s text K/V into `blocks` of a DiT clone `model` (owned by the caller)."""
-    effect = TextKVSwap(blocks, window, roles)
-
-    def wanted(guider, timestep):
-        effect.cache.clear()
-        effect.expected = (trajectory.in_window(guider, window, timestep)
-                           and not _same_prompt(conditioning, guider, roles))
-        return effect.expected
-
-    def missed():
-        was, effect.missed = effect.missed, False
-        return was
-
-    def cleanup():
-        effect.cache.clear()
-        effect.expected = effect.missed = False
-
-    router.install(model, effect, who)
-    trajectory.add_batched_side(model, ROUTE_KEY, conditioning, wanted, missed, cleanup)
-    return effect
+def _swap_text(t, routed, txt: slice):
+    """The key (or value) sequence with its text part replaced by the routed prompt's (any length)."""
+    return torch.cat([t[:, :, :txt.start], routed, t[:, :, txt.stop:]], dim=2)

@@ -1,19 +1,9 @@
-"""Node classes, one module per family; `SleightExtension` lists them for ComfyUI's V3 loader."""
+"""Node classes, one module per family of tricks; each module exports its NODES, gathered here in menu order."""
+from . import designedit, guidance, inpaint, insertion, inversion, prompt, routing, search, utils
 from ._compat import ComfyExtension
-from .designedit import NODES as DESIGNEDIT_NODES
-from .guidance import SleightAPG
-from .inpaint import SleightPAIntA, SleightRASG
-from .insertion import SleightAddIt, SleightAddItMask
-from .inversion import SleightInvert, SleightSourceTrajectory
-from .prompt import SleightR2FPrompt, SleightRareToFrequent
-from .routing import SleightFindTextLayers, SleightPromptRoute
-from .search import SleightNoiseSearch
-from .utils import SleightInspectAttention
 
-NODES = [SleightAPG, SleightPromptRoute, SleightFindTextLayers, SleightRareToFrequent, SleightR2FPrompt,
-         SleightInspectAttention, SleightPAIntA, SleightRASG, SleightInvert, SleightSourceTrajectory, SleightAddIt,
-         SleightAddItMask, SleightNoiseSearch,
-         *DESIGNEDIT_NODES]
+NODES = [*guidance.NODES, *routing.NODES, *prompt.NODES, *utils.NODES, *inpaint.NODES, *inversion.NODES,
+         *insertion.NODES, *search.NODES, *designedit.NODES]
 
 
 class SleightExtension(ComfyExtension):

@@ -1,6 +1,10 @@
 """DesignEdit nodes (sleight/edit): remove an object, move / resize / flip layers, zoom out and pan."""
-from ..attention_patches import keymask, router
-from ..samplers import designedit, fusion, schedule
+
+import comfy.sample
+
+from ..attention_patches import keymask
+from ..attention_patches.core import families, masks, router, schedule
+from ..samplers import designedit, fusion
 from ..samplers.trajectory import SourceTrajectory
 from ._compat import inp, io, schema
 from .inversion import Trajectory
@@ -10,15 +14,8 @@ KEY_MODES = {"zero keys (official)": "zero", "exclude keys": "exclude"}
 REFINE_DILATION = 10     # official: attend_mask(refine_mask) with its default attend_scale 10
 
 
-def _ratio(model):
-    return getattr(model.get_model_object("latent_format"), "spacial_downscale_ratio", 8)
-
-
-def _window(who, name, start, end):
-    try:
-        return schedule.StepWindow(start, end)
-    except ValueError as e:
-        raise ValueError(f"{who}: {name}: {e}.") from None
+def _ratio(model, who):
+    return families.detect(model, who).downscale
 
 
 class SleightDesignEditRemove(io.ComfyNode):
@@ -84,16 +81,16 @@ class SleightDesignEditRemove(io.ComfyNode):
             raise ValueError(f"{who}: source must be a Sleight source trajectory (from Sleight · Invert).")
         if key_mode not in KEY_MODES:
             raise ValueError(f"{who}: key_mode must be one of {list(KEY_MODES)}")
-        hw, ratio = tuple(source.clean.shape[-2:]), _ratio(model)
-        m = fusion.pixel_mask_to_latent(mask, hw, ratio, dilation, feather, who, "mask")
+        hw, ratio = tuple(source.clean.shape[-2:]), _ratio(model, who)
+        m = masks.pixel_to_latent(mask, hw, ratio, dilation, feather, who, "mask")
         if not bool((m > 0).any()):
             raise ValueError(f"{who}: the mask is empty: paint what to remove (white = remove).")
         refine = None
         if refine_mask is not None:
-            refine = fusion.pixel_mask_to_latent(refine_mask, hw, ratio, REFINE_DILATION, feather, who, "refine_mask")
-        key_window = _window(who, "mask_start/mask_end", mask_start, mask_end)
-        refine_window = _window(who, "mask_start/refine_end", mask_start, max(mask_start, refine_end))
-        blend = _window(who, "blend_end", 0.0, blend_end)
+            refine = masks.pixel_to_latent(refine_mask, hw, ratio, REFINE_DILATION, feather, who, "refine_mask")
+        key_window = schedule.step_window(who, "mask_start/mask_end", mask_start, mask_end)
+        refine_window = schedule.step_window(who, "mask_start/refine_end", mask_start, max(mask_start, refine_end))
+        blend = schedule.step_window(who, "blend_end", 0.0, blend_end)
         if not 0.0 <= proximal_start_percent <= 1.0:
             raise ValueError(f"{who}: proximal_start_percent must lie in [0, 1].")
         m_out = model.clone()
@@ -173,8 +170,6 @@ class SleightDesignEditLayers(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, layers):
-        import comfy.sample
-
         who = cls.WHO
         plan = designedit.current_plan(model)
         if plan is None:
@@ -182,7 +177,7 @@ class SleightDesignEditLayers(io.ComfyNode):
                              "remove object (its mask is the background to fill).")
         if not layers:
             raise ValueError(f"{who}: no layers: connect at least one Sleight · DesignEdit layer.")
-        ratio = _ratio(model)
+        ratio = _ratio(model, who)
         clean = plan.trajectory.clean
         hw = tuple(clean.shape[-2:])
         fmt = model.get_model_object("latent_format")
@@ -193,7 +188,7 @@ class SleightDesignEditLayers(io.ComfyNode):
             if tuple(lat.shape[1:]) != tuple(clean.shape[1:]):
                 raise ValueError(f"{who}: layer {i}'s latent {tuple(lat.shape[1:])} differs from the source "
                                  f"{tuple(clean.shape[1:])}. Encode the layer image at the source image's size.")
-            mask = fusion.pixel_mask_to_latent(entry["mask"], hw, ratio, 0, 0, who, f"mask of layer {i}")
+            mask = masks.pixel_to_latent(entry["mask"], hw, ratio, 0, 0, who, f"mask of layer {i}")
             if not bool((mask > 0).any()):
                 raise ValueError(f"{who}: layer {i}'s mask is empty.")
             fh, fv = fusion.FLIPS[entry["flip"]]

@@ -1,8 +1,7 @@
 """Guidance nodes (sleight/guidance)."""
-from ..samplers import apg, schedule
+from ..attention_patches.core import hooks, schedule
+from ..samplers import apg
 from ._compat import inp, io, schema
-
-APG_KEY = "sleight.apg"
 
 
 class SleightAPG(io.ComfyNode):
@@ -49,19 +48,16 @@ class SleightAPG(io.ComfyNode):
     @classmethod
     def execute(cls, model, eta, momentum, norm_threshold, start_percent, end_percent,
                 cfg_warmup_steps, cfg_warmup_scale, scale_threshold_by_latent_size):
-        import comfy.patcher_extension as pe
-
-        try:
-            window = schedule.Window(start_percent, end_percent)
-        except ValueError as e:
-            raise ValueError(f"Sleight · APG: {e}. Set start_percent <= end_percent.") from None
+        window = schedule.window("Sleight · APG", start_percent, end_percent)
         settings = apg.APGSettings(eta=eta, momentum=momentum, norm_threshold=norm_threshold, window=window,
                                    warmup_steps=cfg_warmup_steps, warmup_cfg=cfg_warmup_scale,
                                    scale_threshold=scale_threshold_by_latent_size)
         m = model.clone()
-        pre_cfg = m.model_options.get("sampler_pre_cfg_function", [])
+        pre_cfg = m.model_options.get("sampler_pre_cfg_function", [])     # a second APG replaces the first
         m.model_options["sampler_pre_cfg_function"] = [f for f in pre_cfg if not getattr(f, "sleight_apg", False)]
         m.set_model_sampler_pre_cfg_function(apg.make_pre_cfg(settings))
-        m.remove_wrappers_with_key(pe.WrappersMP.OUTER_SAMPLE, APG_KEY)
-        m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, APG_KEY, apg.make_outer_sample_wrapper(settings))
+        hooks.on_run(m, apg.KEY)        # momentum lives for one sampling run
         return io.NodeOutput(m)
+
+
+NODES = [SleightAPG]

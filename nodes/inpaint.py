@@ -1,7 +1,7 @@
 """HD-Painter nodes (sleight/inpaint): PAIntA attention reweighting and the RASG sampler."""
-from ..attention_patches import arch as arch_mod
 from ..attention_patches import painta
-from ..samplers import rasg, schedule
+from ..attention_patches.core import families, schedule, tokens
+from ..samplers import rasg
 from ._compat import inp, io, schema
 
 
@@ -56,18 +56,15 @@ class SleightPAIntA(io.ComfyNode):
         who = cls.WHO
         if clip is None:
             raise ValueError(f"{who}: connect the model's CLIP.")
-        a = arch_mod.detect(model, who)
+        family = families.detect(model, who)
         m = painta.as_mask(mask, who)
         full = f"{text}, {quality_suffix}" if quality_suffix.strip() else text
         conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(full))
         emb = conditioning[0][0]
-        tokens = painta.prompt_tokens(clip, text, quality_suffix, a, emb.shape[1], who)
-        try:
-            window = schedule.Window(0.0, end_percent)
-        except ValueError as e:
-            raise ValueError(f"{who}: {e}.") from None
+        positions = tokens.prompt_positions(clip, text, quality_suffix, family, emb.shape[1], who)
+        window = schedule.window(who, 0.0, end_percent)
         blocks = painta.resolve_blocks(model, layers, custom_layers, who)
-        target = painta.InpaintTarget(m, tokens, emb.shape[1], who)
+        target = painta.InpaintTarget(m, positions, emb.shape[1], who)
         out = model.clone()
         painta.install(out, target, blocks, window, emb, who, painta_on=end_percent > 0)
         return io.NodeOutput(out, conditioning)
@@ -100,3 +97,6 @@ class SleightRASG(io.ComfyNode):
     @classmethod
     def execute(cls, eta=0.1):
         return io.NodeOutput(rasg.ksampler(eta=eta))
+
+
+NODES = [SleightPAIntA, SleightRASG]

@@ -1,11 +1,11 @@
 """Object insertion (sleight/edit): Add-it, training-free, on SD1.5, SDXL, SD3 and Flux."""
-import weakref
-
-from ..attention_patches import arch, extended
+from ..attention_patches import extended
+from ..attention_patches.core import families, masks, tokens
+from ..samplers import addit
 from ._compat import inp, io, schema
 from .inversion import Trajectory
 
-ADDIT_MASKS = weakref.WeakValueDictionary()   # effect key → effect (alive while its model is), for Add-it mask
+ADDIT_KEY = "sleight.addit"    # transformer_options: marks a model patched by Sleight · Add-it
 
 
 class SleightAddIt(io.ComfyNode):
@@ -79,8 +79,8 @@ class SleightAddIt(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, source, prompt, subject, gamma, structure_transfer, blend_at,
                 double_stream_end, single_stream_end, mask=None, dilation=1, auto_gamma_at=5 / 30):
-        a = arch.detect(model, cls.WHO)
-        paper = extended.paper_defaults(source.inverted)
+        family = families.detect(model, cls.WHO)
+        paper = addit.paper_defaults(source.inverted)
         if not 0.0 <= double_stream_end <= 1.0 or not 0.0 <= single_stream_end <= 1.0:
             raise ValueError(f"{cls.WHO}: the stream ends are fractions of the steps in [0, 1].")
         auto = gamma == -1.0
@@ -90,22 +90,19 @@ class SleightAddIt(io.ComfyNode):
         if auto and auto_gamma_at >= max(double_stream_end, single_stream_end):
             raise ValueError(f"{cls.WHO}: auto gamma is solved at {auto_gamma_at:.3f} of the steps, after the "
                              "extended attention ends; lower auto_gamma_at or raise the stream ends.")
-        positions = extended.subject_positions(clip, prompt, subject, a, cls.WHO)
+        positions = tokens.subject_positions(clip, prompt, subject, family, cls.WHO)
         latent_hw = tuple(source.clean.shape[-2:])
-        down = getattr(model.model.latent_format, "spacial_downscale_ratio", 8)
         user = None
         if mask is not None:
-            user = extended.user_mask_to_latent(mask, latent_hw, down, mask.shape[0] if mask.ndim == 3 else 1, cls.WHO)
-        settings = extended.AddItSettings(
+            user = masks.user_to_latent(mask, latent_hw, family.downscale, mask.shape[0] if mask.ndim == 3 else 1,
+                                        cls.WHO)
+        settings = addit.AddItSettings(
             gamma=extended.AUTO_START if auto else (gamma or paper["gamma"]), double_end=double_stream_end, single_end=single_stream_end,
             structure_at=paper["structure_at"] if structure_transfer < 0 else structure_transfer,
             blend_at=paper["blend_at"] if blend_at < 0 else blend_at, dilation=dilation, user_mask=user,
             auto_at=auto_gamma_at if auto else None)
-        patched, effect = extended.install(model, source, positions, settings,
-                                           extended.prompt_token_count(clip, prompt, a), cls.WHO)
-        effect.downscale = down
-        patched.model_options.setdefault("transformer_options", {})["sleight.addit"] = effect.key
-        ADDIT_MASKS[effect.key] = effect
+        patched, _ = addit.install(model, source, positions, settings, tokens.token_count(clip, prompt), cls.WHO)
+        patched.model_options.setdefault("transformer_options", {})[ADDIT_KEY] = True
         positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
         return io.NodeOutput(patched, positive)
 
@@ -119,26 +116,23 @@ class SleightAddItMask(io.ComfyNode):
             node_id="SleightAddItMask",
             display_name="Sleight · Add-it mask",
             category="sleight/edit",
-            description=("The blending mask Sleight · Add-it used in its last sampling run (white = where the "
-                         "new image was kept), at the image size. Connect the sampler's output latent so this "
-                         "runs after sampling."),
+            description=("The blending mask Sleight · Add-it used in the sampling run that made these latents "
+                         "(white = where the new image was kept), at the image size. Connect the sampler's output "
+                         "latent directly: the mask travels with it."),
             inputs=[
                 inp(io.Model, "model", tooltip="The MODEL output of Sleight · Add-it."),
-                inp(io.Latent, "samples", tooltip="The sampler's output (only orders this node after sampling)."),
+                inp(io.Latent, "samples", tooltip="The LATENT output of the sampler that used the Add-it model: the "
+                                                  "mask of that run travels with it."),
             ],
             outputs=[io.Mask.Output(display_name="mask", tooltip="The blending mask; all white if no blending ran.")],
         )
 
     @classmethod
     def execute(cls, model, samples):
-        import torch
-
-        key = model.model_options.get("transformer_options", {}).get("sleight.addit")
-        effect = ADDIT_MASKS.get(key)
-        if effect is None:
+        if not model.model_options.get("transformer_options", {}).get(ADDIT_KEY):
             raise ValueError(f"{cls.WHO}: this model does not come from Sleight · Add-it; connect its MODEL output.")
-        lat = samples["samples"]
-        if effect.last_mask is None:
-            h, w = lat.shape[-2:]
-            return io.NodeOutput(torch.ones(lat.shape[0], h * effect.downscale, w * effect.downscale))
-        return io.NodeOutput(extended.pixel_mask(effect.last_mask, effect.downscale))
+        family = families.detect(model, cls.WHO)
+        return io.NodeOutput(addit.run_mask(samples["samples"], family.downscale, cls.WHO))
+
+
+NODES = [SleightAddIt, SleightAddItMask]

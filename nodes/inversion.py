@@ -1,5 +1,7 @@
 """Source trajectories (sleight/edit): invert a real image, or re-noise a clean latent with a fixed noise."""
-import torch
+
+import comfy.sample
+import comfy.samplers
 
 from ..samplers import inversion
 from ..samplers.trajectory import TRAJECTORY_TYPE, SourceTrajectory
@@ -27,8 +29,6 @@ class SleightInvert(io.ComfyNode):
 
     @classmethod
     def define_schema(cls):
-        import comfy.samplers
-
         return schema(
             node_id="SleightInvert",
             display_name="Sleight · Invert image (DDIM / flow)",
@@ -100,9 +100,10 @@ class SleightSourceTrajectory(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, conditioning, noise_seed):
-        import comfy.sample
-
         samples = comfy.sample.fix_empty_latent_channels(model, _one_latent(cls.WHO, latent))
         noise = comfy.sample.prepare_noise(samples, noise_seed)
         clean = model.model.process_latent_in(samples.clone().float())
         return io.NodeOutput(SourceTrajectory(clean, conditioning, noise=noise.float()))
+
+
+NODES = [SleightInvert, SleightSourceTrajectory]

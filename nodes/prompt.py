@@ -3,7 +3,8 @@ import logging
 
 import torch
 
-from ..samplers import switching
+from ..attention_patches.core import families
+from ..samplers import r2f, r2f_text, switching
 from ._compat import inp, io, schema, ui
 
 log = logging.getLogger("sleight")
@@ -47,15 +48,10 @@ def frequent_stages(frequent, default_level: int):
             raise ValueError(f"{R2F}: the entries of frequent prompt {stage} disagree on the level ({sorted(levels, key=str)}).")
         level = levels.pop()
         level = default_level if level is None else int(level)
-        if not 0 <= level <= switching.MAX_LEVEL:
+        if not 0 <= level <= r2f.MAX_LEVEL:
             raise ValueError(f"{R2F}: visual detail level {level} of frequent prompt {stage} is not in 0..5.")
         out.append((stages[stage], level))
     return out
-
-
-def _is_unet(model) -> bool:
-    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
-    return type(dm).__name__ == "UNetModel"
 
 
 class R2FPlanner:
@@ -66,17 +62,17 @@ class R2FPlanner:
         self.level_map, self.stop_percent, self.alphas, self.how = level_map, stop_percent, alphas, how
 
     def stops(self, total_steps):
-        return switching.r2f_stops([lv for _, lv in self.stages], total_steps, self.mode, self.level_map,
-                                   self.stop_percent)
+        return r2f.r2f_stops([lv for _, lv in self.stages], total_steps, self.mode, self.level_map,
+                             self.stop_percent)
 
     def schedule(self, total_steps):
         alphas = self.alphas if self.mode == "interpolate" else (1.0,)
-        return switching.r2f_schedule(self.stops(total_steps), total_steps, self.mode, alphas)
+        return r2f.r2f_schedule(self.stops(total_steps), total_steps, self.mode, alphas)
 
     def interpolated(self, stage, alpha):
         freq = self.stages[stage][0]
         n = max(len(freq), len(self.rare))
-        return [switching.lerp_entry(freq[min(i, len(freq) - 1)], self.rare[min(i, len(self.rare) - 1)], alpha, self.how)
+        return [r2f.lerp_entry(freq[min(i, len(freq) - 1)], self.rare[min(i, len(self.rare) - 1)], alpha, self.how)
                 for i in range(n)]
 
     def __call__(self, total_steps, positive):
@@ -149,7 +145,7 @@ class SleightRareToFrequent(io.ComfyNode):
                 inp(io.Combo, "level_map", options=LEVEL_MAP_CHOICES, default="auto",
                     tooltip="Level -> stop step map (of 50 steps, scaled to yours). sd3: 0,5,10,20,30,40. "
                             "sdxl: 0,3,5,10,20,30. auto: sdxl for UNet models (SD1.5, SDXL), sd3 for SD3, Flux and other DiTs."),
-                inp(io.String, "alphas", default=switching.DEFAULT_ALPHAS,
+                inp(io.String, "alphas", default=r2f.DEFAULT_ALPHAS,
                     tooltip="interpolate mode: weight of the frequent prompt at steps 0, 1, 2, ... (the last value "
                             "repeats). Paper (Flux schnell): 0.3,0.15,0.15,0.15."),
             ],
@@ -166,13 +162,13 @@ class SleightRareToFrequent(io.ComfyNode):
             raise ValueError(f"{R2F}: level_map must be one of {LEVEL_MAP_CHOICES}, got '{level_map}'.")
         if not -1.0 <= stop_percent <= 1.0 or (stop_percent < 0 and stop_percent != -1.0):
             raise ValueError(f"{R2F}: stop_percent must be -1 (use the level) or in [0, 1], got {stop_percent}.")
-        if not 0 <= visual_detail_level <= switching.MAX_LEVEL:
+        if not 0 <= visual_detail_level <= r2f.MAX_LEVEL:
             raise ValueError(f"{R2F}: visual_detail_level must be 0..5, got {visual_detail_level}.")
-        alpha_values = switching.parse_alphas(alphas, R2F)
+        alpha_values = r2f.parse_alphas(alphas, R2F)
         stages = frequent_stages(frequent, int(visual_detail_level))
-        unet = _is_unet(model)
+        family = families.detect(model, R2F)
         if level_map == "auto":
-            level_map = "sdxl" if unet else "sd3"
+            level_map = family.r2f_level_map
         if mode == "interpolate":
             for freq, _ in stages:
                 if len(freq) != len(rare) and 1 not in (len(freq), len(rare)):
@@ -183,8 +179,8 @@ class SleightRareToFrequent(io.ComfyNode):
                         raise ValueError(f"{R2F}: 'rare' and 'frequent' come from different text encoders "
                                          f"(embedding size {rare[0][0].shape[-1]} and {f[0].shape[-1]}); encode both "
                                          "with the model's CLIP.")
-        planner = R2FPlanner(list(rare), stages, mode, switching.LEVEL_MAPS[level_map],
-                             float(stop_percent), alpha_values, "repeat" if unet else "pad")
+        planner = R2FPlanner(list(rare), stages, mode, r2f.LEVEL_MAPS[level_map],
+                             float(stop_percent), alpha_values, family.embedding_fit)
         m = model.clone()
         switching.install(m, planner, R2F)
         return io.NodeOutput(m)
@@ -204,7 +200,7 @@ class SleightR2FPrompt(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SleightR2FPrompt",
-            display_name=switching.PROMPT_NODE,
+            display_name=r2f_text.PROMPT_NODE,
             category="sleight/prompt",
             description=(
                 "Encodes a Rare-to-Frequent prompt for Sleight · Rare-to-Frequent. Paste the R2F LLM answer "
@@ -241,11 +237,11 @@ class SleightR2FPrompt(io.ComfyNode):
     @classmethod
     def execute(cls, clip, text):
         if clip is None:
-            raise RuntimeError(f"{switching.PROMPT_NODE}: the clip input is empty; your checkpoint has no text encoder. "
+            raise RuntimeError(f"{r2f_text.PROMPT_NODE}: the clip input is empty; your checkpoint has no text encoder. "
                                "Load one with a CLIP loader.")
-        spec = switching.parse_r2f_text(text)
+        spec = r2f_text.parse_r2f_text(text)
         for note in spec.notes:
-            log.warning("%s: %s", switching.PROMPT_NODE, note)
+            log.warning("%s: %s", r2f_text.PROMPT_NODE, note)
         cache = {}
 
         def encode(t):
@@ -264,3 +260,6 @@ class SleightR2FPrompt(io.ComfyNode):
         lines = [f"{j}: {p}" + (f"   (level {lv})" if lv is not None else "") for j, (p, lv) in enumerate(zip(spec.stages, spec.levels))]
         summary = "\n".join(lines + [f"rare: {spec.original}"] + [f"note: {n}" for n in spec.notes])
         return io.NodeOutput(rare, frequent, levels, ui=ui.PreviewText(summary))
+
+
+NODES = [SleightRareToFrequent, SleightR2FPrompt]

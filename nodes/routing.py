@@ -1,6 +1,9 @@
 """Prompt routing nodes (sleight/prompt): a second prompt into chosen layers, and finding those layers."""
-from ..attention_patches import textswap
-from ..samplers import schedule
+
+import comfy.samplers
+
+from ..attention_patches.core import schedule
+from ..samplers import find_layers, routing
 from ._compat import inp, io, schema, ui
 
 LAYERS_TOOLTIP = (
@@ -14,13 +17,6 @@ CUSTOM_TOOLTIP = (
     "them, separated by commas: output.2.1 (one transformer block), output.2.1-3 (a range), output.2 (every "
     "transformer block of ComfyUI block output 2), output.*.0 or double.* (wildcards), * (all). "
     "A preset name also works here. Every item must match a layer of the model.")
-
-
-def _window(who, start_percent, end_percent):
-    try:
-        return schedule.Window(start_percent, end_percent)
-    except ValueError as e:
-        raise ValueError(f"{who}: {e}. Set start_percent <= end_percent.") from None
 
 
 class SleightPromptRoute(io.ComfyNode):
@@ -44,7 +40,7 @@ class SleightPromptRoute(io.ComfyNode):
                 inp(io.Conditioning, "conditioning",
                     tooltip="The routed prompt (B), encoded with this model's CLIP. Only its token embedding is "
                             "routed; SDXL's pooled embedding stays the sampler's. Any token length works."),
-                inp(io.Combo, "layers", options=textswap.LAYER_CHOICES, default=textswap.AUTO, tooltip=LAYERS_TOOLTIP),
+                inp(io.Combo, "layers", options=routing.LAYER_CHOICES, default=routing.AUTO, tooltip=LAYERS_TOOLTIP),
                 inp(io.String, "custom_layers", default="output.2.1-3", multiline=False, tooltip=CUSTOM_TOOLTIP),
                 inp(io.Float, "start_percent", default=0.08, min=0.0, max=1.0, step=0.001,
                     tooltip="Routing starts here (ComfyUI percent of the model's time, 0 = first step). 0.08 is the "
@@ -52,7 +48,7 @@ class SleightPromptRoute(io.ComfyNode):
                             "exactly step 4 of 50): the first steps lay out the image from prompt A. Use 0 to route from the start."),
                 inp(io.Float, "end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
                     tooltip="Routing stops after this point of the schedule (1 = last step)."),
-                inp(io.Combo, "rows", options=list(textswap.ROWS), default="cond",
+                inp(io.Combo, "rows", options=list(routing.ROWS), default="cond",
                     tooltip="Which prompt the routed one replaces: 'cond' only the positive (paper), "
                             "'cond and uncond' also the negative, so CFG does not push against B in those layers."),
             ],
@@ -61,9 +57,9 @@ class SleightPromptRoute(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, conditioning, layers, custom_layers, start_percent, end_percent, rows):
-        window = _window(cls.WHO, start_percent, end_percent)
-        blocks = textswap.resolve_blocks(model, layers, custom_layers, cls.WHO)
-        return io.NodeOutput(textswap.route(model, conditioning, blocks, window, textswap.ROWS[rows], cls.WHO))
+        window = schedule.window(cls.WHO, start_percent, end_percent)
+        blocks = routing.resolve_blocks(model, layers, custom_layers, cls.WHO)
+        return io.NodeOutput(routing.route(model, conditioning, blocks, window, routing.ROWS[rows], cls.WHO))
 
 
 class SleightFindTextLayers(io.ComfyNode):
@@ -71,8 +67,6 @@ class SleightFindTextLayers(io.ComfyNode):
 
     @classmethod
     def define_schema(cls):
-        import comfy.samplers
-
         return schema(
             node_id="SleightFindTextLayers",
             display_name="Sleight · Find text layers",
@@ -102,7 +96,7 @@ class SleightFindTextLayers(io.ComfyNode):
                     tooltip="Scheduler, as in KSampler."),
                 inp(io.Int, "width", default=1024, min=16, max=16384, step=8, tooltip="Image width in pixels."),
                 inp(io.Int, "height", default=1024, min=16, max=16384, step=8, tooltip="Image height in pixels."),
-                inp(io.Combo, "granularity", options=list(textswap.GRANULARITY), default="layer",
+                inp(io.Combo, "granularity", options=list(find_layers.GRANULARITY), default="layer",
                     tooltip="'layer': one transformer block at a time (output.2.1), as in the paper. 'block': all "
                             "transformer blocks of one ComfyUI block at once (output.2): 11 runs instead of 70 on "
                             "SDXL; search the best block again with 'layer' and search_layers. DiTs: both are per block."),
@@ -135,9 +129,12 @@ class SleightFindTextLayers(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, routed, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
                 granularity, max_candidates, top_k, vae=None, mask=None, start_percent=0.08, search_layers="*"):
-        _window(cls.WHO, start_percent, 1.0)
-        table, spec, sheet = textswap.find_layers(
+        schedule.window(cls.WHO, start_percent, 1.0)
+        table, spec, sheet = find_layers.find_layers(
             model, positive, routed, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
             granularity=granularity, max_candidates=max_candidates, top_k=top_k, vae=vae, mask=mask,
             start_percent=start_percent, search_layers=search_layers, who=cls.WHO)
         return io.NodeOutput(table, spec, sheet, ui=ui.PreviewText(table))
+
+
+NODES = [SleightPromptRoute, SleightFindTextLayers]

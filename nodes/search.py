@@ -1,5 +1,8 @@
 """Inference-time search node (sleight/search)."""
+
 import json
+
+import comfy.sample
 
 from ..samplers import search, verifiers
 from ._compat import inp, io, schema
@@ -113,8 +116,6 @@ class SleightNoiseSearch(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, sampler, sigmas, cfg, seed, mode, budget, batch_size,
                 top_k, verifier, early_percent, cosine, neighbours, branches, branch_start_percent, renoise_steps,
                 denoise_steps, clip_vision=None, vae=None, reference_image=None):
-        import comfy.sample
-
         samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         if samples.shape[0] != 1:
             raise ValueError(f"{NAME}: the latent has a batch of {samples.shape[0]}; the search makes one image, "
@@ -138,3 +139,6 @@ class SleightNoiseSearch(io.ComfyNode):
         top = {**base, "samples": result.top}
         best_noise = SearchNoise(result.noises[:1], result.report.get("best_seed", seed))
         return io.NodeOutput(best, top, json.dumps(result.report, indent=1), best_noise)
+
+
+NODES = [SleightNoiseSearch]

@@ -1,5 +1,5 @@
 """Utility nodes (sleight/utils)."""
-from ..attention_patches import arch
+from ..attention_patches.core import families
 from ._compat import inp, io, schema, ui
 
 
@@ -25,5 +25,8 @@ class SleightInspectAttention(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, width, height):
-        text = arch.format_layers(model, width, height)
+        text = families.format_layers(model, width, height)
         return io.NodeOutput(text, ui=ui.PreviewText(text))
+
+
+NODES = [SleightInspectAttention]

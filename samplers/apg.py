@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from . import schedule
+from ..attention_patches.core import runstate, schedule
 
 log = logging.getLogger("sleight")
 
-STATE_KEY = "sleight.apg"         # per-run state, put into the run's transformer_options by an OUTER_SAMPLE wrapper
+KEY = "sleight.apg"               # wrapper key of its per-run state
 REFERENCE_NUMEL = 4 * 128 * 128   # SDXL latent at 1024², where the paper's r = 15 was tuned
 
 
@@ -122,9 +122,9 @@ def make_pre_cfg(settings: APGSettings, node_name: str = "Sleight · APG"):
         sigma = schedule.as_float(args["sigma"])
         model_options = args.get("model_options", {})
         to = model_options.get("transformer_options", {})
-        run = to.get(STATE_KEY)
-        if run is None:  # sampled without our OUTER_SAMPLE wrapper (a custom guider): state for this call only
-            run = APGRun(settings)
+        state = runstate.of(to)
+        # outside a run (no Sleight OUTER_SAMPLE wrapper ran): momentum for this call only
+        run = state.slot(settings, lambda: APGRun(settings)) if state is not None else APGRun(settings)
         run.observe(sigma)
 
         if settings.warmup_steps > 0 and 0 <= schedule.step_index(to.get("sample_sigmas"), sigma) < settings.warmup_steps:
@@ -140,17 +140,3 @@ def make_pre_cfg(settings: APGSettings, node_name: str = "Sleight · APG"):
 
     sleight_apg_pre_cfg.sleight_apg = True
     return sleight_apg_pre_cfg
-
-
-def make_outer_sample_wrapper(settings: APGSettings):
-    """Fresh momentum for every sampling run, dropped when the run ends (normally or on interrupt)."""
-
-    def sleight_apg_outer_sample(executor, *args, **kwargs):
-        to = executor.class_obj.model_options.setdefault("transformer_options", {})
-        to[STATE_KEY] = APGRun(settings)
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            to.pop(STATE_KEY, None)
-
-    return sleight_apg_outer_sample

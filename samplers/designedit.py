@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 import comfy.model_management
-import comfy.patcher_extension as pe
 
-from . import fusion, schedule
+from ..attention_patches.core import hooks, schedule
+from . import fusion
 
 KEY = "sleight.designedit"
 
@@ -147,13 +147,12 @@ def make_wrapper(plan: Plan):
 
 def install(model, plan: Plan):
     """Run `plan` whenever the clone `model` is sampled (replaces an earlier DesignEdit plan on it)."""
-    model.remove_wrappers_with_key(pe.WrappersMP.SAMPLER_SAMPLE, KEY)
-    model.add_wrapper_with_key(pe.WrappersMP.SAMPLER_SAMPLE, KEY, make_wrapper(plan))
+    hooks.replace_wrapper(model, hooks.WRAPPERS.SAMPLER_SAMPLE, KEY, make_wrapper(plan))
     return plan
 
 
 def current_plan(model):
-    for fn in model.get_wrappers(pe.WrappersMP.SAMPLER_SAMPLE, KEY):
+    for fn in model.get_wrappers(hooks.WRAPPERS.SAMPLER_SAMPLE, KEY):
         plan = getattr(fn, "sleight_plan", None)
         if plan is not None:
             return plan

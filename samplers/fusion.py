@@ -1,5 +1,5 @@
-"""DesignEdit layers on latents: masks on the latent grid, move / scale / flip a layer, z-order fusion, and the
-zoom-out / pan canvases (pixel space) whose new border the removal then fills.
+"""DesignEdit layers on latents: move / scale / flip a layer, z-order fusion, and the zoom-out / pan canvases
+(pixel space) whose new border the removal then fills. Its masks are made by attention_patches/core/masks.py.
 
 Official code (design-edit/DesignEdit, `LayerFusion`): at step 42 of 50 each foreground layer's latent and
 mask are shifted (`mv_op`), optionally flipped, and pasted over the inpainted background in z-order,
@@ -15,52 +15,6 @@ import torch
 import torch.nn.functional as F
 
 FLIPS = {"none": (False, False), "horizontal": (True, False), "vertical": (False, True), "both": (True, True)}
-
-
-# ---------------------------------------------------------------- masks
-
-def check_mask_size(mask, latent_hw, ratio: int, who: str, name: str = "mask"):
-    """A pixel MASK (B,H,W) must be the image the latent was encoded from: H // ratio, W // ratio = latent grid."""
-    h, w = mask.shape[-2:]
-    lh, lw = latent_hw
-    if (h // ratio, w // ratio) != (lh, lw):
-        raise ValueError(f"{who}: the {name} is {w}x{h} pixels but the latent is {lw * ratio}x{lh * ratio} "
-                         f"({lw}x{lh} latent cells). Use a mask of the same image, or resize it to the image size.")
-
-
-def pixel_mask_to_latent(mask, latent_hw, ratio: int = 8, dilation: int = 0, feather: int = 0,
-                         who: str = "Sleight · DesignEdit", name: str = "mask") -> torch.Tensor:
-    """A pixel MASK → (1, 1, h, w) on the latent grid, 1 = edit.
-
-    Binarised at 0.5 and dilated by a square `dilation`-px kernel (official: cv2.dilate with a 20×20 ones
-    kernel; 30 for zoom and pan), optionally feathered (Gaussian, σ = feather/2 px), then pooled to the
-    latent grid: a cell counts as masked if any of its pixels is (feather 0), or by its mean (feather > 0).
-    Several masks in a batch are united.
-    """
-    m = torch.as_tensor(mask).float()
-    if m.ndim == 2:
-        m = m.unsqueeze(0)
-    check_mask_size(m, latent_hw, ratio, who, name)
-    m = (m.amax(dim=0, keepdim=True) > 0.5).float().unsqueeze(0)      # (1, 1, H, W)
-    if dilation > 0:
-        r = dilation // 2
-        m = F.max_pool2d(m, kernel_size=2 * r + 1, stride=1, padding=r)
-    if feather > 0:
-        m = _gaussian_blur(m, feather / 2.0)
-    lh, lw = latent_hw
-    m = m[..., : lh * ratio, : lw * ratio]
-    if feather > 0:
-        return F.adaptive_avg_pool2d(m, (lh, lw)).clamp(0.0, 1.0)
-    return F.adaptive_max_pool2d(m, (lh, lw))
-
-
-def _gaussian_blur(m, sigma):
-    r = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-r, r + 1, dtype=m.dtype)
-    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
-    g = g / g.sum()
-    m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(m, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
 
 
 # ---------------------------------------------------------------- layers

@@ -17,8 +17,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..attention_patches import arch as arch_mod
-from ..attention_patches import painta, router
+import comfy.model_management
+import comfy.samplers
+from comfy.k_diffusion import sampling as kd
+
+from ..attention_patches import painta
+from ..attention_patches.core import families, router
 
 WHO = "Sleight · RASG"
 PAPER_FACTOR = 4     # res16 at 512 px: latent 64 / 4
@@ -29,21 +33,17 @@ class ScoreRecorder:
 
     order = 35   # after routing / extended attention / key masks, before PAIntA splits the queries (40)
 
-    def __init__(self, target, arch, factor=None):
+    def __init__(self, target, kind="cross", factor=None):
         self.target = target
-        self.arch = arch
-        self.factor = factor
-        self.on = False
+        self.kind = kind        # the family's text kind: the calls whose logits A_l are
+        self.factor = factor    # the level (latent size / grid) they are taken at; None: every level
+        self.on = False         # this recorder is made per sampling run (grad_model), its logits per call
         self.logits = []        # (grid, A (Bc, L, |T|)) per layer, mean over heads
 
     def applies(self, call):
-        if not self.on or "cond" not in call.rows:
+        if not self.on or "cond" not in call.rows or call.kind != self.kind:
             return False
-        if self.arch.name == "unet":
-            if call.kind != "cross":
-                return False
-            return max(1, round(call.forward.latent_hw[0] / call.grid[0])) == self.factor
-        return call.kind == "joint"
+        return self.factor is None or max(1, round(call.forward.latent_hw[0] / call.grid[0])) == self.factor
 
     def run(self, call, attend):
         cond = call.rows["cond"]
@@ -65,12 +65,13 @@ class ScoreRecorder:
         return -per_token.sum()
 
 
-def unet_factor(model_patcher_or_base, latent_hw) -> int:
-    """The cross-attention level closest to 1/4 of the latent size (the paper's 16×16 at 512 px)."""
-    layers = arch_mod.list_layers(model_patcher_or_base, latent_hw[1] * 8, latent_hw[0] * 8)
-    factors = sorted({max(1, round(latent_hw[0] / layer.grid[0])) for layer in layers if layer.kind == "cross"})
+def score_factor(family, dm, latent_hw) -> int:
+    """The text-attention level closest to 1/4 of the latent size (the paper's 16×16 at 512 px); a family whose
+    text attention runs at one level (a DiT's joint blocks) takes that one, i.e. every layer."""
+    layers = family.layers(dm, latent_hw)
+    factors = sorted({max(1, round(latent_hw[0] / layer.grid[0])) for layer in layers if layer.kind == family.text_kind})
     if not factors:
-        raise ValueError(f"{WHO}: this model has no cross-attention layers.")
+        raise ValueError(f"{WHO}: this model has no text-attention layers.")
     return min(factors, key=lambda f: (abs(math.log2(f) - math.log2(PAPER_FACTOR)), -f))
 
 
@@ -123,8 +124,6 @@ class _GradModel:
         return score
 
     def __call__(self, x, sigma, **kwargs):
-        import comfy.model_management
-
         comfy.model_management.throw_exception_if_processing_interrupted()
         saved = (torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone() if t.requires_grad else t, lambda t: t)
                  if self.copy_saved else contextlib.nullcontext())
@@ -150,20 +149,6 @@ class _GradModel:
         return denoised.detach()
 
 
-def _install_recorder(model_options, recorder, base):
-    """Route this run's attention through a router holding the recorder (the run's model_options are a copy)."""
-    import comfy.patcher_extension as pe
-
-    to = model_options.setdefault("transformer_options", {})
-    existing = to.get("optimized_attention_override")
-    r = getattr(existing, "sleight_router", None) or router.Router((), existing)
-    to["optimized_attention_override"] = router._make_override(r.with_effect(recorder))
-    to.setdefault(router.ARCH_KEY, recorder.arch)
-    wrappers = to.setdefault("wrappers", {})
-    wrappers[pe.WrappersMP.APPLY_MODEL] = dict(wrappers.get(pe.WrappersMP.APPLY_MODEL, {}))
-    wrappers[pe.WrappersMP.APPLY_MODEL].setdefault(router.KEY, [router.apply_model_wrapper])
-
-
 @contextlib.contextmanager
 def grad_model(model, x, extra_args, objective_scale=1.0):
     """The sampler's model wrapped to return ∇S with each prediction (extra_args' model_options get the recorder)."""
@@ -173,25 +158,20 @@ def grad_model(model, x, extra_args, objective_scale=1.0):
     if target is None:
         raise ValueError(f"{WHO}: the model carries no hole mask and prompt. Connect the model through "
                          "Sleight · PAIntA (set its end_percent to 0 for RASG alone).")
-    guider = model.inner_model
-    base = guider.inner_model
-    a = arch_mod.detect(base, WHO)
-    factor = unet_factor(base, tuple(x.shape[-2:])) if a.name == "unet" else None
-    recorder = ScoreRecorder(target, a, factor)
+    base = model.inner_model.inner_model
+    family = families.detect(base, WHO)
+    recorder = ScoreRecorder(target, family.text_kind, score_factor(family, base.diffusion_model, tuple(x.shape[-2:])))
     if objective_scale == 0.0:
         recorder.objective = lambda: None       # tests: zero objective
-    _install_recorder(model_options, recorder, base)
-    to.setdefault(router.ROLES_KEY, getattr(guider, "conds", {}))
-    # ComfyUI's Flux blocks add to their activations in place (img += ...) after saving them for backward:
+    router.install_into(model_options, family, recorder)   # this run's options are a copy: nothing leaks
+    # Some families' blocks add to their activations in place (Flux: img += ...) after saving them for backward:
     # keep copies of the saved activations there (weights, which need no gradient, are not copied)
     with _trainable_weights(base.diffusion_model):
-        yield _GradModel(model, recorder, copy_saved_activations=a.name == "flux")
+        yield _GradModel(model, recorder, copy_saved_activations=family.inplace_activations)
 
 
 def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.1, objective_scale=1.0):
     """KSAMPLER function: ComfyUI's DDIM-η (euler_ancestral) loop with ∇S/std(∇S) as its noise."""
-    from comfy.k_diffusion import sampling as kd
-
     extra_args = {} if extra_args is None else extra_args
     with grad_model(model, x, extra_args, objective_scale) as gm:
         return kd.sample_euler_ancestral(gm, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
@@ -199,6 +179,4 @@ def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, 
 
 
 def ksampler(eta=0.1, objective_scale=1.0):
-    import comfy.samplers
-
     return comfy.samplers.KSAMPLER(sample_rasg, extra_options={"eta": eta, "objective_scale": objective_scale})

@@ -5,87 +5,84 @@ Add-it's source trajectory) registers a side conditioning under its own key. Com
 prepares it with the real ones (pooled outputs, per-architecture extra conds), because an OUTER_SAMPLE wrapper
 puts it into `guider.conds` before sampling starts. A PREDICT_NOISE wrapper then runs `calc_cond_batch` on it
 before the normal prediction; the router sees those rows with the side key as their role, so an effect can
-record there and inject into the cond rows of the main pass.
+record there and inject into the cond rows of the main pass. Everything a side pass keeps lives in the run's
+RunState (attention_patches/core/runstate.py), so it ends with the run.
 """
 import torch
 
-import comfy.patcher_extension as pe
 import comfy.sampler_helpers
 import comfy.samplers
 
-from . import schedule
+from ..attention_patches.core import hooks, router, runstate, schedule
 
 
-def add_side_conditioning(model, key: str, conditioning, before_predict=None, after_run=None, on_start=None):
-    """Sample `model` with `conditioning` as guider conds[key]; `before_predict(guider, x, sigma, model_options)`
-    runs before every normal prediction (it may call `run_side`); `after_run()` when the run ends, also on
-    interrupt; `on_start(guider, noise, latent_image, sigmas)` when a run starts (inside the try, so a check that
-    raises there still cleans up). Both wrappers are keyed by `key`."""
+def add_side_conditioning(model, key: str, conditioning, before_predict=None, on_start=None, after_run=None):
+    """Sample `model` with `conditioning` as guider conds[key]; `before_predict(run, x, sigma, model_options)`
+    runs before every normal prediction (it may call `run_side`); `on_start(run)` when a run starts and
+    `after_run(run)` when it ends, also on interrupt (`run`: the RunState). Both wrappers are keyed by `key`."""
 
-    def outer_sample(executor, *args, **kwargs):
-        guider = executor.class_obj
-        guider.conds[key] = comfy.sampler_helpers.convert_cond(conditioning)
-        try:
-            if on_start is not None:
-                on_start(guider, args[0], args[1], args[3])
-            return executor(*args, **kwargs)
-        finally:
-            guider.conds.pop(key, None)
-            if after_run is not None:
-                after_run()
+    def start(run):
+        run.guider.conds[key] = comfy.sampler_helpers.convert_cond(conditioning)
+        if on_start is not None:
+            on_start(run)
+
+    def end(run):
+        run.guider.conds.pop(key, None)
+        if after_run is not None:
+            after_run(run)
+
+    hooks.on_run(model, key, start, end)
+    if before_predict is None:
+        return
 
     def predict_noise(executor, x, timestep, model_options={}, seed=None):
-        if before_predict is not None:
-            before_predict(executor.class_obj, x, timestep, model_options)
+        before_predict(runstate.of(model_options), x, timestep, model_options)
         return executor(x, timestep, model_options, seed)
 
-    for kind, fn in ((pe.WrappersMP.OUTER_SAMPLE, outer_sample), (pe.WrappersMP.PREDICT_NOISE, predict_noise)):
-        model.remove_wrappers_with_key(kind, key)
-        model.add_wrapper_with_key(kind, key, fn)
+    hooks.replace_wrapper(model, hooks.WRAPPERS.PREDICT_NOISE, key, predict_noise)
 
 
 def add_batched_side(model, key: str, conditioning, wanted, missed, after_run=None):
     """Like add_side_conditioning, but the side rows join the main rows' model forward instead of a forward of
-    their own: at each prediction where `wanted(guider, timestep)`, guider conds[key] is appended (last) to the
+    their own: at each prediction where `wanted(run, timestep)`, guider conds[key] is appended (last) to the
     first calc_cond_batch call and its output dropped. ComfyUI batches same-shaped conds into one forward, so
     the side costs extra rows, not an extra forward; appended last, it keeps cond_or_uncond's 0/1 meaning and
     runs in the first forward if ComfyUI splits the batch for memory (it batches from the end of the list).
 
-    Exact in every case, through two fallbacks: `missed()` (which also resets it) says main rows ran without the
-    side's data in this calc_cond_batch (a split that put them first): they are evaluated again; and if nothing
-    consumed the side (a custom sampler_calc_cond_batch_function that bypasses calc_cond_batch), the side runs
-    alone and the prediction is redone."""
-    pending = []
+    Exact in every case, through two fallbacks: `missed(run)` (which also resets it) says main rows ran without
+    the side's data in this calc_cond_batch (a split that put them first): they are evaluated again; and if
+    nothing consumed the side (a custom sampler_calc_cond_batch_function that bypasses calc_cond_batch), the
+    side runs alone and the prediction is redone."""
+    add_side_conditioning(model, key, conditioning, after_run=after_run)
+    owner = object()                     # this side's slot in each run's state
 
-    def cleanup():
-        pending.clear()
-        if after_run is not None:
-            after_run()
-
-    add_side_conditioning(model, key, conditioning, after_run=cleanup)
+    def pending(run):
+        return run.slot(owner, list) if run is not None else []
 
     def predict_noise(executor, x, timestep, model_options={}, seed=None):
-        guider = executor.class_obj
-        pending[:] = [guider.conds[key]] if wanted(guider, timestep) else []
+        run = runstate.of(model_options)
+        todo = pending(run)
+        todo[:] = [run.guider.conds[key]] if run is not None and wanted(run, timestep) else []
         out = executor(x, timestep, model_options, seed)
-        if pending:
-            run_side(guider, key, x, timestep, model_options)
-            pending.clear()
-            missed()
+        if todo:
+            run_side(run.guider, key, x, timestep, model_options)
+            todo.clear()
+            missed(run)
             out = executor(x, timestep, model_options, seed)
         return out
 
     def calc_cond_batch(executor, model_, conds, x_in, timestep, model_options):
-        if not pending:
+        run = runstate.of(model_options)
+        todo = pending(run)
+        if not todo:
             return executor(model_, conds, x_in, timestep, model_options)
-        out = executor(model_, list(conds) + [pending.pop()], x_in, timestep, model_options)[:len(conds)]
-        if missed():
+        out = executor(model_, list(conds) + [todo.pop()], x_in, timestep, model_options)[:len(conds)]
+        if missed(run):
             out = executor(model_, conds, x_in, timestep, model_options)
         return out
 
-    for kind, fn in ((pe.WrappersMP.PREDICT_NOISE, predict_noise), (pe.WrappersMP.CALC_COND_BATCH, calc_cond_batch)):
-        model.remove_wrappers_with_key(kind, key)
-        model.add_wrapper_with_key(kind, key, fn)
+    hooks.replace_wrapper(model, hooks.WRAPPERS.PREDICT_NOISE, key, predict_noise)
+    hooks.replace_wrapper(model, hooks.WRAPPERS.CALC_COND_BATCH, key, calc_cond_batch)
 
 
 def run_side(guider, key: str, x, timestep, model_options):
@@ -154,17 +151,18 @@ class SourceTrajectory:
 
 # ---------------------------------------------------------------- the lockstep source row
 
-SOURCE_ROLE = "sleight.source"   # guider conds key of the source row, and the router role of its batch rows
+SOURCE_ROLE = router.SOURCE_ROLE   # guider conds key of the source row, and the router role of its batch rows
 
 
 class SourceRun:
     """What a source-row hook knows about the running sample: the guider, the target's own initial noise
     (Add-it's structure transfer re-noises with it), the schedule, and which steps' latent surgery is done."""
 
-    def __init__(self, guider, noise, sigmas, trajectory):
-        self.guider = guider
-        self.noise = noise
-        self.sigmas = sigmas
+    def __init__(self, run: runstate.RunState, trajectory):
+        self.state = run
+        self.guider = run.guider
+        self.noise = run.noise
+        self.sigmas = run.sigmas.detach().float().cpu()
         self.trajectory = trajectory
         self.done = set()
 
@@ -182,56 +180,52 @@ class SourceRun:
         return self.trajectory.at(self.model_sampling, timestep, device=like.device, dtype=like.dtype, between=True)
 
 
-def add_source_row(model, trajectory: SourceTrajectory, clear, active=None, before_source=None,
-                   key: str = SOURCE_ROLE, who: str = "Sleight", after_run=None, after_source=None):
+def add_source_row(model, trajectory: SourceTrajectory, active=None, before_source=None,
+                   key: str = SOURCE_ROLE, who: str = "Sleight", after_source=None, after_run=None):
     """Run `trajectory`'s source row in lockstep with the target, on `model` (a clone the caller owns).
 
-    Before every target prediction: `clear()` (drop the K/V recorded at the previous step), then
-    `before_source(run, x, timestep)` if given (latent surgery on the target: it may change x in place), then,
-    when `active(run, timestep)` is true (default: always), one forward of the source conditioning on the
-    source latent at this sigma. Its batch rows carry the role `key`, so a router effect records its K/V there
-    and injects into the target's rows right after; `after_source(run, x, timestep, model_options)` then runs if
-    given (Add-it's auto γ probes the target there). `clear()` and then `after_run()` (if given) also run when
-    sampling ends or is interrupted.
+    Before every target prediction: `before_source(run, x, timestep)` if given (latent surgery on the target: it
+    may change x in place), then, when `active(run, timestep)` is true (default: always), one forward of the
+    source conditioning on the source latent at this sigma. Its batch rows carry the role `key`, so a router
+    effect records its K/V there (in its per-run state) and injects into the target's rows right after;
+    `after_source(run, x, timestep, model_options)` then runs if given (Add-it's auto γ probes the target
+    there); `after_run(run)` when sampling ends or is interrupted. `run` is this run's SourceRun.
 
     Why a pre-pass and not the same forward: `calc_cond_batch` evaluates every cond on one shared x, and the
     source row needs its own latent; batching both means rebuilding each model's extra conds (y, guidance,
     ref latents …) by hand, which breaks across models and versions (comfyui-internals §3.5 option B).
-    Returns a holder whose `.run` is the live SourceRun during sampling (None otherwise).
     """
-    holder = type("SourceRowHolder", (), {"run": None})()
 
-    def on_start(guider, noise, latent_image, sigmas):
-        tgt, src = tuple(noise.shape[2:]), tuple(trajectory.clean.shape[2:])
+    owner = object()                     # this source row's slot in each run's state
+
+    def source_run(run) -> SourceRun:
+        return run.slot(owner, lambda: SourceRun(run, trajectory))
+
+    def on_start(run):
+        tgt, src = tuple(run.noise.shape[2:]), tuple(trajectory.clean.shape[2:])
         if tgt != src:
             raise ValueError(f"{who}: the source latent is {_size(src)} but this sampler's latent is {_size(tgt)}; "
                              "make the empty latent the size of the source image.")
-        if noise.shape[1] != trajectory.clean.shape[1]:
+        if run.noise.shape[1] != trajectory.clean.shape[1]:
             raise ValueError(f"{who}: the source latent has {trajectory.clean.shape[1]} channels but the model "
-                             f"samples {noise.shape[1]}; make the source trajectory with this model.")
-        holder.run = SourceRun(guider, noise, sigmas.detach().float().cpu(), trajectory)
+                             f"samples {run.noise.shape[1]}; make the source trajectory with this model.")
+        source_run(run)
 
-    def before_predict(guider, x, timestep, model_options):
-        clear()
-        run = holder.run
+    def before_predict(run, x, timestep, model_options):
+        src_run = source_run(run)
         if before_source is not None:
-            before_source(run, x, timestep)
-        if active is None or active(run, timestep):
-            x_src = run.source_at(timestep, x)
-            run_side(guider, key, x_src, timestep[:1], model_options)
+            before_source(src_run, x, timestep)
+        if active is None or active(src_run, timestep):
+            x_src = src_run.source_at(timestep, x)
+            run_side(run.guider, key, x_src, timestep[:1], model_options)
             if after_source is not None:
-                after_source(run, x, timestep, model_options)
+                after_source(src_run, x, timestep, model_options)
 
-    def end_run():
-        try:
-            clear()
-            if after_run is not None:
-                after_run()
-        finally:
-            holder.run = None
+    def end(run):
+        if after_run is not None:
+            after_run(source_run(run))
 
-    add_side_conditioning(model, key, trajectory.conditioning, before_predict, end_run, on_start)
-    return holder
+    add_side_conditioning(model, key, trajectory.conditioning, before_predict, on_start, end)
 
 
 def _size(hw):

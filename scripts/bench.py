@@ -20,11 +20,12 @@ import torch  # noqa: E402
 import comfy.sample  # noqa: E402
 
 import tiny_models  # noqa: E402
-from sleight.attention_patches import arch, keymask, router, textkv, textswap  # noqa: E402
+from sleight.attention_patches import keymask  # noqa: E402
+from sleight.attention_patches.core import families, router, schedule  # noqa: E402
 from sleight.nodes.designedit import SleightDesignEditRemove  # noqa: E402
 from sleight.nodes.guidance import SleightAPG  # noqa: E402
 from sleight.nodes.prompt import SleightRareToFrequent  # noqa: E402
-from sleight.samplers import schedule, search, verifiers  # noqa: E402
+from sleight.samplers import routing, search, verifiers  # noqa: E402
 from sleight.samplers.trajectory import SourceTrajectory  # noqa: E402
 
 APG_DEFAULTS = dict(eta=0.0, momentum=-0.5, norm_threshold=15.0, start_percent=0.0, end_percent=1.0,
@@ -81,8 +82,8 @@ def patched(kind, model, clip, size):
         return SleightRareToFrequent.execute(model, tiny_models.encode(clip, MAIN), tiny_models.encode(clip, OTHER),
                                              3, "alternate", -1.0, "auto", "0.3,0.15,0.15,0.15").result[0]
     if kind == "route-unet":     # the paper's SDXL text layers on the real 70-block layout
-        return textswap.route(model, tiny_models.encode(clip, OTHER), ["output.2.1", "output.2.2", "output.2.3"],
-                              schedule.Window(0.08, 1.0))
+        return routing.route(model, tiny_models.encode(clip, OTHER), ["output.2.1", "output.2.2", "output.2.3"],
+                             schedule.Window(0.08, 1.0))
     if kind == "addit":          # Add-it with the paper's defaults on a re-noised source (generated-image mode)
         from sleight.nodes.insertion import SleightAddIt
         from sleight.nodes.inversion import SleightSourceTrajectory
@@ -93,8 +94,8 @@ def patched(kind, model, clip, size):
         return patched_model
     m = model.clone()
     if kind == "route-dit":      # every joint block: the side pass is the whole cost
-        blocks = {layer.block for layer in arch.list_layers(model, 64, 64)}
-        textkv.install_dit(m, tiny_models.encode(clip, OTHER), blocks, schedule.Window())
+        blocks = {layer.block for layer in families.layers(model, 64, 64)}
+        routing.install_text_kv(m, tiny_models.encode(clip, OTHER), blocks, schedule.Window())
         return m
     router.install(m, Idle() if kind == "router-idle" else PassThrough())
     return m

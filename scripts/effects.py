@@ -257,7 +257,7 @@ def run_letters(model, clip, vae, n_seeds, size, steps, cfg=5.0):
     changes the sign most (inside minus outside the sign's cell, the first case, seed 0; top 1), then the routed
     letter goes into that layer only, from the paper's step 4 of 50 (0.08), and into every layer for comparison."""
     _, _, evaluate, world = _shapes()
-    from sleight.attention_patches import textswap
+    from sleight.samplers import find_layers
     from sleight.nodes.routing import SleightPromptRoute
     import tiny_models
 
@@ -271,7 +271,7 @@ def run_letters(model, clip, vae, n_seeds, size, steps, cfg=5.0):
 
     negative = tiny_models.encode(clip, "")
     a, b, corner, bg = LETTER_CASES[0]
-    _, found, _ = textswap.find_layers(
+    _, found, _ = find_layers.find_layers(
         model, tiny_models.encode(clip, caption(a, corner, bg)), tiny_models.encode(clip, caption(b, corner, bg)),
         negative, 0, steps, cfg, "euler", "normal", size, size, top_k=1, mask=cell_mask(size, corner, snap=8))
     variants = [(f"found layer {found}", found), ("every layer", "*")]
@@ -323,7 +323,7 @@ R2F_VARIANTS = (("alternate, level 3", "alternate", 3, -1.0), ("alternate, level
 def run_r2f(model, clip, vae, n_seeds, size, steps, cfg=5.0):
     adherence, _, evaluate, world = _shapes()
     from sleight.nodes.prompt import SleightRareToFrequent
-    from sleight.samplers.switching import DEFAULT_ALPHAS
+    from sleight.samplers.r2f import DEFAULT_ALPHAS
     import tiny_models
 
     pairs = [(p, "rare") for p in sorted(world.RARE_PAIRS)] + [(p, "held out") for p in sorted(world.HELD_OUT_PAIRS)]
@@ -742,7 +742,7 @@ def main(argv=None):
     _, train, _, _ = _shapes()
     checkpoint = args.checkpoint or train.CHECKPOINT
     model, clip, vae = train.load(checkpoint)
-    from sleight.samplers.switching import DEFAULT_ALPHAS
+    from sleight.samplers.r2f import DEFAULT_ALPHAS
     meta = train.read_checkpoint(checkpoint)[1]
     t = time.perf_counter()
     kind_edit = (model, clip, vae, args.edit_seeds, args.kind_size, args.steps)

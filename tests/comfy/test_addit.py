@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 
 import comfy.sample
-from sleight.attention_patches import extended, router
+from sleight.attention_patches import extended
+from sleight.attention_patches.core import masks, router, runstate
 from sleight.nodes.insertion import SleightAddIt, SleightAddItMask
 from sleight.nodes.inversion import SleightSourceTrajectory
+from sleight.samplers import addit as addit_run
 from sleight.samplers.trajectory import SOURCE_ROLE
 from tinyrun import ARCH_MODELS, Probe, encode, load, sample
 
@@ -82,14 +84,17 @@ def test_auto_gamma_solves_the_official_ratio_on_random_tensors():
 def test_blur_otsu_dilate_pipeline():
     blob = torch.zeros(1, 1, 8, 8)
     blob[..., 2:4, 4:6] = 1.0
-    blurred = extended.gaussian_blur(torch.ones(1, 1, 5, 5))
+    def blur(x):                                   # Add-it's blur: kernel 3, OpenCV's sigma, reflect padding
+        return masks.gaussian_blur(x, masks.cv2_sigma(3), 1, pad="reflect")
+
+    blurred = blur(torch.ones(1, 1, 5, 5))
     assert torch.allclose(blurred, torch.ones(1, 1, 5, 5))                     # normalised kernel
-    assert torch.isclose(extended.gaussian_blur(blob).sum(), blob.sum(), atol=0.2)
+    assert torch.isclose(blur(blob).sum(), blob.sum(), atol=0.2)
     values = torch.cat([torch.full((50,), 0.1), torch.full((30,), 0.9)])
-    assert 0.1 < extended.otsu_threshold(values) <= 0.9
+    assert 0.1 < masks.otsu_threshold(values) <= 0.9
     one = torch.zeros(1, 1, 5, 5)
     one[..., 2, 2] = 1
-    assert extended.dilate(one, 1).sum() == 9 and torch.equal(extended.dilate(one, 0), one)
+    assert masks.dilate(one, 1).sum() == 9 and torch.equal(masks.dilate(one, 0), one)
     noisy = blob * 0.8 + 0.05 * torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     mask = extended.attention_mask(noisy, (16, 16), dilation=0)
     assert mask.shape == (1, 1, 16, 16) and mask[0, 0, 4:8, 8:12].all() and mask[0, 0, 10:, :6].sum() == 0
@@ -126,6 +131,15 @@ def addit(name, traj, **kw):
     return SleightAddIt.execute(model, clip, traj, TGT, SUBJECT, **args).result
 
 
+def run_state(model, pos, neg, steps=STEPS):
+    """Sample `model` and return (output, the RunState of that run), caught by a probe that changes nothing."""
+    probe = Probe(where=lambda call: False)
+    m = model.clone()
+    router.install(m, probe)
+    out = sample(m, pos, neg, steps=steps)
+    return out, probe.calls[-1].run
+
+
 def trace(model, pos, neg, steps=STEPS):
     xs = []
     out = sample(model, pos, neg, steps=steps, callback=lambda i, x0, x, total: xs.append(x.clone()))
@@ -144,7 +158,8 @@ def test_everything_off_is_plain_sampling_bit_for_bit_and_the_model_is_left_alon
     assert not torch.equal(out, base)
     assert repr(model.model_options) == before and torch.equal(sample(model, pos, neg, steps=STEPS), base)
     effect = router.current_router(on).effects[0]
-    assert effect.cache == {} and effect.maps is None, "per-step K/V and maps must be cleared after the run"
+    assert runstate.RUN_KEY not in on.model_options["transformer_options"], "per-step K/V and maps live for one run"
+    assert not {"cache", "maps", "last_mask"} & set(vars(effect)), "no per-run state on the long-lived effect"
 
 
 def test_source_row_runs_first_with_its_role_only_inside_the_window():
@@ -201,7 +216,7 @@ def test_bad_inputs_name_the_node_and_the_fix():
     on, pos = addit("sd15", traj)
     with pytest.raises(ValueError, match="Sleight · Add-it.*size of the source"):
         sample(on, pos, neg, steps=2, size=96)
-    assert router.current_router(on).effects[0].cache == {}
+    assert runstate.RUN_KEY not in on.model_options["transformer_options"]       # the failed run left nothing
     with pytest.raises(ValueError, match="Sleight · Add-it mask.*MODEL output"):
         SleightAddItMask.execute(model, {"samples": torch.zeros(1, 4, 8, 8)})
 
@@ -212,8 +227,8 @@ def test_runs_on_every_architecture_with_an_attention_mask(name):
     on, pos = addit(name, traj, blend_at=1 / 3)        # record steps 0-1, blend before step 2 of 3
     out = sample(on, pos, prompts(name)[1], steps=STEPS)
     assert torch.isfinite(out).all() and not torch.equal(out, baseline(name))
-    effect = router.current_router(on).effects[0]
-    assert effect.last_mask is not None, "the subject maps were recorded and the latents blended"
+    record = getattr(out, addit_run.MASK_ATTR)
+    assert record["mask"] is not None, "the subject maps were recorded and the latents blended"
     mask = SleightAddItMask.execute(on, {"samples": out}).result[0]
     assert mask.shape == (1, 64, 64) and 0 < mask.mean() <= 1
 
@@ -223,10 +238,10 @@ def test_auto_gamma_on_a_real_model_is_solved_in_range_and_then_used(name):
     traj = source(name)
     pos, neg = prompts(name)
     auto, _ = addit(name, traj, gamma=-1.0, blend_at=1.0, auto_gamma_at=0.0)    # solved at step 0, used at every step
-    out = sample(auto, pos, neg, steps=STEPS)
-    effect = router.current_router(auto).effects[0]
-    gamma, ratio, probes = effect.auto
-    assert 1.0 <= gamma <= 1.2 and effect.gamma == gamma and effect.probe is None
+    out, run = run_state(auto, pos, neg, steps=STEPS)
+    st = router.current_router(auto).effects[0].state(run)
+    gamma, ratio, probes = st.auto
+    assert 1.0 <= gamma <= 1.2 and st.gamma == gamma and st.probe is None
     ratios = [probes[g] for g in sorted(probes)]
     if 1.0 < gamma < 1.2:               # a root was bracketed: brentq's answer to its xtol (0.01 in gamma)
         below = max(g for g in probes if probes[g] <= 1.05 and g <= gamma + 0.01)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sleight.attention_patches import painta
+from sleight.attention_patches.core import families, router, runstate, tokens
 from sleight.nodes.inpaint import SleightPAIntA, SleightRASG
 from sleight.samplers import rasg
 from tinyrun import encode, load
@@ -52,9 +53,16 @@ def test_efficient_painta_equals_the_materialised_formula():
     c = torch.rand(b, n, generator=g)
     c[:, :5] = 0.0
     ref = painta.reference_painta(q, k, v, hole, c)
-    torch.testing.assert_close(painta.efficient_painta(q, k, v, hole, c), ref, rtol=1e-5, atol=1e-5)
+    call = router.AttentionCall(q=q, k=k, v=v, heads=h, kind="self", block="t", index=0, img=slice(0, n), txt=None,
+                                grid=(6, 6), forward=None)
+
+    def sdpa(c):
+        return torch.nn.functional.scaled_dot_product_attention(c.q, c.k, c.v)
+
+    got = painta.painta_attention(call, sdpa, hole.nonzero().flatten(), painta.key_scale(c, hole))
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     # non-hole queries are exactly the plain attention; hole queries change
-    plain = painta.sdpa(q, k, v)
+    plain = sdpa(call)
     torch.testing.assert_close(ref[:, :, ~hole], plain[:, :, ~hole], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(ref[:, :, hole], plain[:, :, hole], atol=1e-3)
 
@@ -68,13 +76,11 @@ def test_relevance_follows_the_official_normalisation():
 
 
 def test_prompt_tokens_are_the_bare_prompt_and_the_full_end_token():
-    from sleight.attention_patches import arch
-
     model, clip, _ = load("sd15")
-    a = arch.detect(model)
+    a = families.detect(model)
     # "a red hat" -> positions 1..3; with a suffix the end token moves behind it (official token_idx)
-    assert painta.prompt_tokens(clip, PROMPT, "", a, 77, "t") == (1, 2, 3, 4)
-    full = painta.prompt_tokens(clip, PROMPT, "high quality", a, 77, "t")
+    assert tokens.prompt_positions(clip, PROMPT, "", a, 77, "t") == (1, 2, 3, 4)
+    full = tokens.prompt_positions(clip, PROMPT, "high quality", a, 77, "t")
     assert full[:3] == (1, 2, 3) and full[3] > 4 and len(full) == 4
 
 
@@ -109,7 +115,8 @@ def test_painta_and_rasg_run_on_every_architecture_and_never_leak(name):
     assert torch.equal(run(model, pos, neg, noise_mask=not inpaint), base)
     effect = next(e for e in m.model_options["transformer_options"]["optimized_attention_override"].sleight_router.effects
                   if isinstance(e, painta.PAIntA))
-    assert not effect.pending and not effect.y_plain
+    assert runstate.RUN_KEY not in m.model_options["transformer_options"], "PAIntA's pending calls live for one run"
+    assert not {"pending", "y_plain"} & set(vars(effect)), "no per-run state on the long-lived effect"
 
 
 def test_painta_window_keeps_late_steps_plain():
@@ -200,11 +207,9 @@ def test_bad_inputs_give_clear_errors():
 def test_auto_layers_are_the_paper_levels_or_the_nearest():
     """SDXL's two transformer levels are 1/2 and 1/4 of the latent: auto takes them all; the one-level tiny SD1.5
     has only the latent-size level, the nearest to the paper's: auto takes it instead of failing."""
-    from sleight.attention_patches import arch
-
     for name in ("sdxl", "sd15"):
         model, _, _ = load(name)
-        selfs = [layer.block for layer in arch.list_layers(model, 512, 512) if layer.kind == "self"]
+        selfs = [layer.block for layer in families.layers(model, 512, 512) if layer.kind == "self"]
         assert painta.paper_blocks(model, "test") == selfs, name
 
 

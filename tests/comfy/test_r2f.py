@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from sleight.nodes.prompt import LEVEL_KEY, STAGE_KEY, SleightR2FPrompt, SleightRareToFrequent
+from sleight.attention_patches.core import runstate
 from sleight.samplers import switching
+from sleight.samplers.r2f import DEFAULT_ALPHAS
 from tinyrun import encode, latent_for, load, sample
 
 RARE, FREQ = "a hairy hamburger", "a hairy object"
 DEFAULTS = dict(visual_detail_level=3, mode="alternate", stop_percent=-1.0, level_map="auto",
-                alphas=switching.DEFAULT_ALPHAS)
+                alphas=DEFAULT_ALPHAS)
 
 
 def r2f(model, rare, frequent, **kw):
@@ -242,6 +244,7 @@ def test_state_is_cleared_after_interrupt_and_runs_repeat():
     assert switching.ROLE_KEY not in guider.conds["positive"][0]        # the swap undone
     assert switching.KEY not in guider.model_options.get("transformer_options", {})
     assert switching.KEY not in m.model_options.get("transformer_options", {})
+    assert runstate.RUN_KEY not in guider.model_options.get("transformer_options", {})   # the run's state too
     assert torch.equal(sample(m, rare, neg, steps=4), first)
 
 
@@ -286,3 +289,9 @@ def test_prompt_node_outputs_and_hand_written_lines():
     assert torch.equal(r[0][0], rare[0][0]) and torch.equal(f[0][0], freq[0][0])
     assert levels == "" and f[0][1][LEVEL_KEY] is None and f[0][1][STAGE_KEY] == 0
     assert torch.equal(f[0][1]["pooled_output"], freq[0][1]["pooled_output"])
+
+
+def test_plan_keys():
+    plan = switching.Plan(("a", None, "a"), {"a": []})
+    assert plan.active and plan.key(0) == "a" and plan.key(1) is None and plan.key(7) is None and plan.key(-1) is None
+    assert not switching.Plan((None, None)).active

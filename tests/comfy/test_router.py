@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sleight.attention_patches import arch, router
+from sleight.attention_patches.core import families, router
 from tinyrun import ARCH_MODELS, Probe, encode, load, sample
 
 
@@ -48,9 +48,9 @@ def test_block_ids_match_the_architecture_in_forward_order(name):
     sample(patched, pos, neg, steps=1, size=64)
     first = probe.forwards()[0]
     seen = [(c.block, c.kind) for c in first]
-    expected = [(layer.block, layer.kind) for layer in arch.list_layers(model, 64, 64)]
+    expected = [(layer.block, layer.kind) for layer in families.layers(model, 64, 64)]
     assert seen == expected
-    for c, layer in zip(first, arch.list_layers(model, 64, 64)):
+    for c, layer in zip(first, families.layers(model, 64, 64)):
         assert c.img.stop - c.img.start == layer.image_tokens == c.grid[0] * c.grid[1]
         assert c.q.shape[1] == c.heads == layer.heads and c.q.shape[-1] == layer.head_dim
     if name == "sd15_layout":
@@ -62,7 +62,7 @@ def test_block_ids_match_the_architecture_in_forward_order(name):
                 + [f"middle.0.{j}" for j in range(10)] + [f"output.{i}.{j}" for i in (0, 1, 2) for j in range(10)]
                 + [f"output.{i}.{j}" for i in (3, 4, 5) for j in range(2)])
         assert [b for b, k in seen if k == "cross"] == want      # the 70 cross-attention blocks, forward order
-    if arch.detect(model).name != "unet":
+    if families.detect(model).key != "unet":
         txt = first[0].txt
         assert txt.stop - txt.start == first[0].forward.txt_len and first[0].kind == "joint"
 
@@ -168,7 +168,7 @@ def test_unsupported_model_fails_at_patch_time():
 
     fake = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=torch.nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="not supported. Sleight supports SD1.5"):
-        arch.detect(fake, "Sleight · Test")
+        families.detect(fake, "Sleight · Test")
 
 
 def test_inspect_node_lists_every_layer():
@@ -177,7 +177,7 @@ def test_inspect_node_lists_every_layer():
     model, _, _ = load("sdxl")
     out = SleightInspectAttention.execute(model, 1024, 768)
     text = out.result[0]
-    layers = arch.list_layers(model, 1024, 768)
+    layers = families.layers(model, 1024, 768)
     assert len(text.splitlines()) == len(layers) + 2
     assert "input.4.0" in text and "cross" in text
     first = layers[0]

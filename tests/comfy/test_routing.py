@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from sleight.attention_patches import layerspec, router, textswap
-from sleight.attention_patches.layerspec import LayerSpecError
+from sleight.attention_patches.core import layerspec, router
+from sleight.attention_patches.core.layerspec import LayerSpecError
 from sleight.nodes.routing import SleightFindTextLayers, SleightPromptRoute
-from sleight.samplers import schedule
+from sleight.attention_patches.core import schedule
+from sleight.samplers import contact_sheet, find_layers, routing
 from tinyrun import encode, load, sample
 
 A = "a sign that says HELLO on a brick wall"
@@ -126,10 +127,10 @@ def test_only_chosen_blocks_rows_and_window_receive_the_routed_prompt(name, spec
     rec = Recorder(embeddings(clip, A, NEG, B))
     m.set_model_attn2_patch(rec)                     # runs after ours: sees what reaches attention
     sample(m, pos, neg, steps=4, batch=batch)
-    chosen = set(layerspec.resolve(spec, layerspec.block_ids(textswap.text_layers(model), ("cross",))))
+    chosen = set(layerspec.resolve(spec, layerspec.block_ids(routing.text_layers(model), ("cross",))))
     ms = model.get_model_object("model_sampling")
     lo, hi = ms.percent_to_sigma(0.8), ms.percent_to_sigma(0.3)
-    routed_roles = textswap.ROWS[rows]
+    routed_roles = routing.ROWS[rows]
     seen = {"routed": 0, "window": 0, "block": 0}
     for call in rec.calls:
         inside = lo <= call["sigma"] <= hi
@@ -149,8 +150,8 @@ def test_sdxl_paper_preset_is_the_56th_to_58th_cross_attention_call():
     order during a real sample (ComfyUI's own block ids, not arch.list_layers) puts them at indices 55-57."""
     model, clip, _ = load("sdxl_layout")
     want = ["output.2.1", "output.2.2", "output.2.3"]
-    assert textswap.resolve_blocks(model, "SDXL text (paper)") == want
-    assert textswap.resolve_blocks(model, textswap.AUTO) == want
+    assert routing.resolve_blocks(model, "SDXL text (paper)") == want
+    assert routing.resolve_blocks(model, routing.AUTO) == want
     pos, neg, b = encode(clip, A), encode(clip, NEG), encode(clip, B)
     m = route_node(model, b, layers="SDXL text (paper)", start=0.0)
     rec = Recorder(embeddings(clip, A, NEG, B))
@@ -188,7 +189,7 @@ def test_bad_specs_and_mismatched_prompts_fail_clearly():
     with pytest.raises(LayerSpecError, match="layer spec is empty"):
         route_node(sdxl, b, custom="  ")
     with pytest.raises(LayerSpecError, match=r"SDXL text \(paper\).*31 cross-attention layers.*Valid block ids"):
-        route_node(sdxl, b, layers=textswap.AUTO)     # the tiny SDXL is not SDXL base's 70-layer layout
+        route_node(sdxl, b, layers=routing.AUTO)     # the tiny SDXL is not SDXL base's 70-layer layout
     with pytest.raises(LayerSpecError, match=r"SD3 text \(paper\).*this model is SDXL"):
         route_node(sdxl, b, layers="SD3 text (paper)")
     with pytest.raises(ValueError, match="768-wide but this model's cross-attention takes 2048"):
@@ -199,14 +200,14 @@ def test_bad_specs_and_mismatched_prompts_fail_clearly():
         route_node(sdxl, b, custom="middle", start=0.9, end=0.2)
     sd15, clip, _ = load("sd15")
     with pytest.raises(LayerSpecError, match="no paper text layers are known for SD1.5.*Valid block ids: input.1.0"):
-        route_node(sd15, encode(clip, B), layers=textswap.AUTO)
+        route_node(sd15, encode(clip, B), layers=routing.AUTO)
 
 
 def test_dit_architectures_route_through_text_kv():
     model, clip, _ = load("sd3")
     b = encode(clip, B)
     with pytest.raises(LayerSpecError, match=r"SD3 text \(paper\).*24 joint-attention layers.*2 joint"):
-        route_node(model, b, layers=textswap.AUTO)
+        route_node(model, b, layers=routing.AUTO)
     out = route_node(model, b, custom="joint.*", start=0.2, rows="cond and uncond")
     effect = router.current_router(out).effects[0]
     assert effect.blocks == {"joint.0", "joint.1"} and effect.window == schedule.Window(0.2, 1.0)
@@ -283,8 +284,8 @@ def test_find_ranks_the_only_block_that_matters_first(granularity, search, keep,
     assert all(r[2] == 0 for r in rows[1:])          # routing into a block that cannot matter changes nothing
     assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
     assert spec == first
-    assert layerspec.resolve(spec, layerspec.block_ids(textswap.text_layers(model))) == \
-        layerspec.resolve(first, layerspec.block_ids(textswap.text_layers(model)))
+    assert layerspec.resolve(spec, layerspec.block_ids(routing.text_layers(model))) == \
+        layerspec.resolve(first, layerspec.block_ids(routing.text_layers(model)))
     assert sheet.shape[0] == 1 and sheet.shape[-1] == 3 and ui.as_dict()["text"] == (table,)
 
 
@@ -310,7 +311,7 @@ def test_find_progress_vae_sheet_mask_and_truncation():
     for parts in ranked:
         score, inside, outside = float(parts[2]), float(parts[-2]), float(parts[-1])
         assert score == pytest.approx(inside - outside, rel=1e-4, abs=1e-9)
-    assert len(layerspec.resolve(spec, layerspec.block_ids(textswap.text_layers(model)))) == 2
+    assert len(layerspec.resolve(spec, layerspec.block_ids(routing.text_layers(model)))) == 2
     # 5 tiles of 256 px in a 3x2 grid, each with a 16 px label strip; decoded by the VAE (not a latent preview)
     assert tuple(sheet.shape) == (1, 2 * (256 + 16), 3 * 256, 3)
     assert 0.0 <= float(sheet.min()) and float(sheet.max()) <= 1.0
@@ -349,15 +350,15 @@ def test_change_scores_rank_inside_minus_outside():
     outside_only[..., 4:] = 1.0
     w = torch.zeros(8, 8)
     w[:, :4] = 1
-    s_in, s_out = textswap.change_scores(base, inside_only, w), textswap.change_scores(base, outside_only, w)
+    s_in, s_out = find_layers.change_scores(base, inside_only, w), find_layers.change_scores(base, outside_only, w)
     assert s_in["score"] == 1.0 and s_out["score"] == -1.0 and s_in["overall"] == s_out["overall"] == 0.5
-    assert textswap.change_scores(base, inside_only)["score"] == 0.5
-    assert tuple(textswap.mask_weights(torch.ones(1, 64, 64), (8, 8)).shape) == (8, 8)
+    assert find_layers.change_scores(base, inside_only)["score"] == 0.5
+    assert tuple(find_layers.mask_weights(torch.ones(1, 64, 64), (8, 8)).shape) == (8, 8)
 
 
 def test_latent_preview_without_vae():
     model, _, _ = load("sd15")
-    img = textswap.latent_preview(model, torch.randn(1, 4, 8, 8))
+    img = contact_sheet.latent_preview(model, torch.randn(1, 4, 8, 8))
     assert tuple(img.shape) == (8, 8, 3) and float(img.min()) >= 0 and float(img.max()) <= 1
-    sheet = textswap.contact_sheet([("A (baseline)", img), ("#1 x", img)], box=64)
+    sheet = contact_sheet.contact_sheet([("A (baseline)", img), ("#1 x", img)], box=64)
     assert tuple(sheet.shape) == (1, 64 + 16, 2 * 64, 3)

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from sleight.attention_patches import router, textkv
-from sleight.samplers import schedule
+from sleight.attention_patches import textkv
+from sleight.attention_patches.core import router, runstate, schedule
+from sleight.samplers import routing
 from tinyrun import Probe, encode, load, sample
 
 DITS = ["sd3", "sd35", "flux_dev", "flux_schnell"]
@@ -12,7 +13,7 @@ MAIN, ROUTED, NEG = "a red circle on a blue background", "the word HELLO on a si
 
 def routed_model(model, clip, blocks, window=schedule.Window(), roles=("cond",), routed=ROUTED):
     m = model.clone()
-    textkv.install_dit(m, encode(clip, routed), blocks, window, roles)
+    routing.install_text_kv(m, encode(clip, routed), blocks, window, roles)
     return m
 
 
@@ -91,7 +92,8 @@ def test_runs_on_every_dit_and_leaves_the_model_alone(name):
     assert torch.isfinite(out).all() and not torch.allclose(out, base, atol=1e-4)
     assert repr(model.model_options) == before and torch.equal(sample(model, pos, neg, cfg=3.0), base)
     effect = router.current_router(m).effects[0]
-    assert effect.cache == {}, "per-step K/V cache must be empty after the run"
+    assert runstate.RUN_KEY not in m.model_options["transformer_options"], "the per-step K/V live for one run"
+    assert not hasattr(effect, "cache"), "no per-run state on the long-lived effect"
 
 
 def test_routed_prompt_of_another_length_on_flux():

@@ -8,6 +8,8 @@ import tiny_models
 ARCH_MODELS = ["sd15", "sdxl", "sd3", "flux_dev"]          # one model per architecture
 ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
 WITH_SD35 = ALL_SIX + ["sd35"]
+# the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family
+FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev"}
 
 
 @functools.lru_cache(maxsize=3)

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from sleight.attention_patches import keymask
-from sleight.samplers import fusion, schedule
+from sleight.attention_patches.core import masks, runstate, schedule
+from sleight.samplers import fusion
 
 
 # ---------------------------------------------------------------- key masking == reference formula
@@ -14,7 +15,9 @@ class FakeForward:
     def __init__(self, rows, step=5, total=50):
         self.rows = rows
         self.step = step
+        self.total_steps = total
         self.sample_sigmas = torch.linspace(10, 0, total + 1)
+        self.run = runstate.RunState(None)
 
 
 class FakeCall:
@@ -27,6 +30,10 @@ class FakeCall:
     @property
     def rows(self):
         return self.forward.rows
+
+    @property
+    def run(self):
+        return self.forward.run
 
     def replace(self, **changes):
         c = FakeCall(self.q, self.k, self.v, self.kind, self.img, self.grid, self.forward.rows, self.bias)
@@ -172,14 +179,14 @@ def test_out_of_canvas_moves_are_refused():
 def test_pixel_mask_to_latent_sizes_dilation_and_errors():
     mask = torch.zeros(1, 48, 80)
     mask[0, 20:22, 40:42] = 1
-    m = fusion.pixel_mask_to_latent(mask, (6, 10), 8)
+    m = masks.pixel_to_latent(mask, (6, 10), 8)
     assert m.shape == (1, 1, 6, 10) and m.sum() == 1 and m[0, 0, 2, 5] == 1
-    grown = fusion.pixel_mask_to_latent(mask, (6, 10), 8, dilation=20)    # ±10 px
+    grown = masks.pixel_to_latent(mask, (6, 10), 8, dilation=20)    # ±10 px
     assert grown[0, 0, 1:4, 3:7].sum() == 12 and grown.sum() == 12
-    soft = fusion.pixel_mask_to_latent(mask, (6, 10), 8, feather=8)
+    soft = masks.pixel_to_latent(mask, (6, 10), 8, feather=8)
     assert 0 < soft.max() < 1
     with pytest.raises(ValueError, match="64x48 pixels but the latent is 80x48"):
-        fusion.pixel_mask_to_latent(torch.zeros(48, 64), (6, 10), 8, who="T")
+        masks.pixel_to_latent(torch.zeros(48, 64), (6, 10), 8, who="T")
 
 
 def test_zoom_out_and_pan_canvases():

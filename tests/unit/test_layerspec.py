@@ -1,8 +1,8 @@
 """Layer specs and presets against layer lists shaped like the real models (pure, no ComfyUI)."""
 import pytest
 
-from sleight.attention_patches import layerspec
-from sleight.attention_patches.layerspec import LayerSpecError
+from sleight.attention_patches.core import layerspec
+from sleight.attention_patches.core.layerspec import LayerSpecError
 
 
 def unet_layers(blocks):

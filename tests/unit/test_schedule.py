@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sleight.samplers import schedule
+from sleight.attention_patches.core import schedule
 
 
 class LinearSampling:

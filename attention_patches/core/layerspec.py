@@ -12,13 +12,15 @@ Grammar (items separated by commas, semicolons, spaces or new lines):
 Every item must match at least one layer, the result is in forward order without repeats, and an empty
 spec is an error: a spec never silently selects nothing.
 
-Presets are paper findings, given as indices into the forward-order list of *text* attention layers (UNet
-cross-attention, MMDiT joint attention), counted the way the official code counts them, and mapped to
-block ids by counting this model's layers. They refuse a model whose family or layer count differs from
-the one the paper measured, since the indices would then point at other layers.
+Presets are paper findings (each family adapter lists its own), given as indices into the forward-order list
+of *text* attention layers (UNet cross-attention, MMDiT joint attention), counted the way the official code
+counts them, and mapped to block ids by counting this model's layers. They refuse a model other than the one
+the paper measured, or one whose layer count differs, since the indices would then point at other layers.
 """
 import re
 from dataclasses import dataclass
+
+from .families import PRESETS
 
 TEXT_KINDS = ("cross", "joint")      # kinds through which a prompt reaches the image
 
@@ -26,28 +28,6 @@ TEXT_KINDS = ("cross", "joint")      # kinds through which a prompt reaches the 
 class LayerSpecError(ValueError):
     pass
 
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    family: str          # Arch.family the paper measured
-    kind: str            # the layer kind the indices count
-    indices: tuple       # 0-based, forward order among layers of that kind
-    count: int           # how many layers of that kind the measured model has
-    source: str
-
-
-PRESETS = {p.name: p for p in (
-    # Staniszewski et al., ICLR 2025: ATTENTIONS_TO_PATCH = [55, 56, 57] over SDXL's 70 attn2 blocks.
-    Preset("SDXL text (paper)", "SDXL", "cross", (55, 56, 57), 70,
-           "Staniszewski et al. 2025, SDXL base: cross-attention layers 55-57 of 70"),
-    # ATTENTIONS_TO_PATCH = [10] over SD3-medium's 24 joint blocks (text K/V only).
-    Preset("SD3 text (paper)", "SD3", "joint", (10,), 24,
-           "Staniszewski et al. 2025, SD3 medium: joint block 10 of 24"),
-)}
-
-# Which preset "the paper's text layers" means for a family (used by nodes offering an automatic choice).
-PAPER_TEXT_PRESET = {"SDXL": "SDXL text (paper)", "SD3": "SD3 text (paper)"}
 
 _ITEM_SPLIT = re.compile(r"[,;\s]+")
 _PART = re.compile(r"^(\*|[A-Za-z_][A-Za-z_0-9]*|\d+|\d+-\d+)$")
@@ -183,25 +163,25 @@ def resolve(spec: str, valid_ids, who: str = "Sleight"):
     return [b for b in valid_ids if b in chosen]
 
 
-def preset_blocks(name: str, layers, family: str, who: str = "Sleight"):
-    """The block ids of a preset on this model, counted from its layers in forward order."""
+def preset_blocks(name: str, layers, label: str, who: str = "Sleight"):
+    """The block ids of a preset on a model of family label `label`, counted from its layers in forward order."""
     preset = PRESETS.get(name)
     if preset is None:
         raise LayerSpecError(f"{who}: unknown preset {name!r}; presets: {', '.join(PRESETS)}.")
     ordered = [block for block, kind in _pairs(layers) if kind == preset.kind]
-    if family != preset.family or len(ordered) != preset.count:
+    if label != preset.label or len(ordered) != preset.count:
         raise LayerSpecError(
-            f"{who}: the preset {preset.name!r} is the paper's finding for {preset.family} "
-            f"({preset.count} {preset.kind}-attention layers); this model is {family or 'unknown'} with "
+            f"{who}: the preset {preset.name!r} is the paper's finding for {preset.label} "
+            f"({preset.count} {preset.kind}-attention layers); this model is {label or 'unknown'} with "
             f"{len(ordered)} {preset.kind}-attention layers, so the indices would point at other layers. "
             f"Write the layers yourself (custom), or find them with Sleight · Find text layers. "
             f"Valid block ids: {describe_valid(block_ids(layers, TEXT_KINDS))}.")
     return [ordered[i] for i in preset.indices]
 
 
-def select(layers, spec: str, family: str = "", kinds=TEXT_KINDS, who: str = "Sleight"):
+def select(layers, spec: str, label: str = "", kinds=TEXT_KINDS, who: str = "Sleight"):
     """Block ids for a preset name or a spec string, restricted to blocks with a layer of `kinds`."""
     name = (spec or "").strip()
     if name in PRESETS:
-        return preset_blocks(name, layers, family, who)
+        return preset_blocks(name, layers, label, who)
     return resolve(spec, block_ids(layers, kinds), who)

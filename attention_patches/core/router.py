@@ -5,11 +5,13 @@ How it is wired (see ARCHITECTURE.md):
   model_options on clone, so no bound methods) and chains whatever override was there before: our calls go
   through `prev(func, …)` instead of `func(…)`. A second Sleight node builds a new router holding the old
   effects plus its own, so the upstream model never sees downstream effects.
-- An OUTER_SAMPLE wrapper maps each conditioning's uuid to a role (positive → "cond", negative → "uncond",
-  any other guider key → that key) once per run.
+- An OUTER_SAMPLE wrapper opens the run's `RunState` (runstate.py): the guider, whose conds map each
+  conditioning's uuid to a role (positive → "cond", negative → "uncond", any other guider key → that key),
+  and the effects' per-run caches.
 - An APPLY_MODEL wrapper makes a `Forward` per model call: latent size, text length, sigma/step, rows by role,
-  and the attention-call counter (SD3 sets no block ids).
-- Each attention call gets a normalised `AttentionCall` (q, k, v as B,H,L,D). Effects whose `applies(call)` is
+  the run, and the family adapter's per-forward counters (SD3 sets no block ids).
+- Each attention call gets a normalised `AttentionCall` (q, k, v as B,H,L,D) whose block, kind and token
+  layout the model's family adapter gives (families/). Effects whose `applies(call)` is
   true run as a chain, in ascending `order`; if none applies the call goes to the backend untouched, so a
   router with nothing to do is bit-identical to no router.
 
@@ -26,14 +28,16 @@ from typing import Optional
 
 import torch
 
-from ..samplers import schedule
-from . import arch as arch_mod
+import comfy.patcher_extension as pe
+
+from . import families, hooks, runstate, schedule
 
 log = logging.getLogger("sleight")
 
 KEY = "sleight"                 # wrapper key and transformer_options key of the per-forward context
-ROLES_KEY = "sleight.conds"     # transformer_options key of the running guider's conds dict (per run)
-ARCH_KEY = "sleight.arch"       # transformer_options key of the model's Arch, set at patch time
+FAMILY_KEY = "sleight.family"   # transformer_options key of the model's family adapter, set at patch time
+SOURCE_ROLE = "sleight.source"  # role of a source row run in lockstep (Add-it, DesignEdit's source)
+ROUTE_ROLE = "sleight.route"    # role of the routed prompt's side rows (DiT prompt routing)
 
 
 @dataclass
@@ -77,6 +81,18 @@ class AttentionCall:
         return self.replace(**{**sliced, **changes, "batch_rows": [held[r] for r in rows]})
 
     @property
+    def family(self) -> families.Family:
+        return self.forward.family
+
+    @property
+    def run(self) -> runstate.RunState:
+        return self.forward.run
+
+    def state(self, owner, factory=dict):
+        """`owner`'s per-run state (see runstate)."""
+        return self.forward.run.slot(owner, factory)
+
+    @property
     def sigma(self):
         return self.forward.sigma
 
@@ -96,7 +112,7 @@ class AttentionCall:
 class Forward:
     """What is known about one model call (one batch through the diffusion model)."""
 
-    arch: arch_mod.Arch
+    family: families.Family
     latent_hw: tuple
     txt_len: int
     batch: int
@@ -105,15 +121,14 @@ class Forward:
     model_sampling: object
     cond_or_uncond: list
     uuids: list
-    conds: dict                     # the guider's conds (live: side conds added by other wrappers count too)
+    run: runstate.RunState            # the sampling run this call belongs to
     calls: int = 0
-    _unet_seen: dict = field(default_factory=dict)
-    _joint_seen: int = 0
+    counters: dict = field(default_factory=dict)   # the family adapter's per-forward call counting
 
     @cached_property
     def rows(self) -> dict:
         """Batch rows of each role: chunk i of the batch belongs to cond_or_uncond[i] (CFGGuider: 0 pos, 1 neg)."""
-        roles = uuid_roles(self.conds)
+        roles = uuid_roles(self.run.conds)
         out = {}
         n = max(len(self.cond_or_uncond), 1)
         per = self.batch // n
@@ -128,32 +143,22 @@ class Forward:
         return schedule.step_index(self.sample_sigmas, self.sigma)
 
     @cached_property
+    def total_steps(self) -> int:
+        return schedule.total_steps(self.sample_sigmas)
+
+    @cached_property
     def percent(self) -> float:
         return schedule.sigma_to_percent(self.model_sampling, self.sigma)
 
     @cached_property
     def image_tokens(self) -> int:
-        gh, gw = self.arch.image_grid(self.latent_hw)
+        gh, gw = self.family.image_grid(self.latent_hw)
         return gh * gw
 
-    def identify(self, to: dict, q_len: int, k_len: int):
-        """(block id, kind, index) of the attention call being made now; must be called once per call."""
-        index = self.calls
-        self.calls += 1
-        name = self.arch.name
-        if name == "unet":
-            block = to.get("block") or ("unknown", 0)
-            bid = f"{block[0]}.{block[1]}.{to.get('block_index', 0)}"
-            n = self._unet_seen.get(bid, 0)   # every transformer block calls attn1 (self) then attn2 (cross)
-            self._unet_seen[bid] = n + 1
-            kind = "self" if n % 2 == 0 and q_len == k_len else "cross"
-            return bid, kind, index
-        if name == "mmdit":
-            if q_len == self.image_tokens:    # SD3.5's image-only attention belongs to the joint block before it
-                return f"joint.{self._joint_seen - 1}", "self", index
-            self._joint_seen += 1
-            return f"joint.{self._joint_seen - 1}", "joint", index
-        return f"{to.get('block_type', 'double')}.{to.get('block_index', 0)}", "joint", index
+    @property
+    def per_chunk(self) -> int:
+        """Rows per conditioning chunk of the batch."""
+        return self.batch // max(len(self.cond_or_uncond), 1)
 
 
 def _heads_of(args, kwargs):
@@ -190,18 +195,13 @@ class Router:
         skip = kwargs.get("skip_reshape", False)
         q_len, k_len = (q.shape[2], k.shape[2]) if skip else (q.shape[1], k.shape[1])
         to = kwargs.get("transformer_options") or {}
-        block, kind, index = fwd.identify(to, q_len, k_len)
-        n_img = fwd.image_tokens
-        if kind == "joint":
-            start = q_len - n_img if fwd.arch.name == "mmdit" else fwd.txt_len
-            img, txt = slice(start, start + n_img), slice(0, start)
-        elif kind == "cross":
-            img, txt = slice(0, q_len), slice(0, k_len)
-        else:
-            img, txt = slice(0, q_len), None
-        grid = fwd.arch.image_grid(fwd.latent_hw) if fwd.arch.name != "unet" else _unet_grid(to, fwd)
-        return AttentionCall(q=_to_bhld(q, heads, skip), k=_to_bhld(k, heads, skip), v=_to_bhld(v, heads, skip), heads=heads, kind=kind, block=block, index=index, img=img, txt=txt,
-                             grid=grid, forward=fwd, mask=kwargs.get("mask", args[4] if len(args) > 4 else None))
+        index = fwd.calls
+        fwd.calls += 1
+        where = fwd.family.describe(fwd, to, q_len, k_len)
+        return AttentionCall(q=_to_bhld(q, heads, skip), k=_to_bhld(k, heads, skip), v=_to_bhld(v, heads, skip),
+                             heads=heads, kind=where.kind, block=where.block, index=index, img=where.img,
+                             txt=where.txt, grid=where.grid, forward=fwd,
+                             mask=kwargs.get("mask", args[4] if len(args) > 4 else None))
 
     def __call__(self, func, *args, **kwargs):
         to = kwargs.get("transformer_options")
@@ -236,28 +236,22 @@ class Router:
         return out.transpose(1, 2).reshape(b, n, h * d)
 
 
-def _unet_grid(to, fwd: Forward):
-    shape = to.get("activations_shape")
-    if shape is not None and len(shape) >= 4:
-        return tuple(shape[-2:])
-    return fwd.latent_hw
-
-
 def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
     """APPLY_MODEL wrapper: one `Forward` per model call, visible to the override through transformer_options."""
     base = executor.class_obj
     to = dict(transformer_options)
+    family = to.get(FAMILY_KEY) or families.detect(base)
     to[KEY] = Forward(
-        arch=to.get(ARCH_KEY) or arch_mod.detect(base),
+        family=family,
         latent_hw=tuple(x.shape[-2:]),
-        txt_len=c_crossattn.shape[1] if c_crossattn is not None else 0,
+        txt_len=family.text_length(c_crossattn, kwargs),
         batch=x.shape[0],
         sigma=schedule.as_float(t),
         sample_sigmas=to.get("sample_sigmas"),
         model_sampling=base.model_sampling,
         cond_or_uncond=list(to.get("cond_or_uncond", [])),
         uuids=list(to.get("uuids", [])),
-        conds=to.get(ROLES_KEY) or {},
+        run=runstate.of(to) or runstate.RunState(None),
     )
     return executor(x, t, c_concat, c_crossattn, control, to, **kwargs)
 
@@ -280,17 +274,6 @@ def uuid_roles(conds: dict) -> dict:
     return roles
 
 
-def outer_sample_wrapper(executor, *args, **kwargs):
-    """OUTER_SAMPLE wrapper: lets every forward of this run map its uuids to roles (conds keep their uuids)."""
-    guider = executor.class_obj
-    to = guider.model_options.setdefault("transformer_options", {})
-    to[ROLES_KEY] = guider.conds
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        to.pop(ROLES_KEY, None)
-
-
 def _make_override(router: Router):
     def sleight_attention_override(func, *args, **kwargs):
         return router(func, *args, **kwargs)
@@ -300,27 +283,38 @@ def _make_override(router: Router):
 
 
 def current_router(model) -> Optional[Router]:
-    to = model.model_options.get("transformer_options", {})
+    return router_in(model.model_options)
+
+
+def router_in(model_options) -> Optional[Router]:
+    to = model_options.get("transformer_options", {})
     return getattr(to.get("optimized_attention_override"), "sleight_router", None)
 
 
-def install(model, effect=None, who: str = "Sleight"):
-    """Route attention of `model` (a clone the caller owns) through Sleight, adding `effect` if given.
-
-    Fails here, at patch time, on an architecture the router does not understand.
-    """
-    import comfy.patcher_extension as pe
-
-    arch = arch_mod.detect(model, who)
-    to = model.model_options.setdefault("transformer_options", {})
+def install_into(model_options: dict, family: families.Family, effect=None) -> Router:
+    """Route attention of a model_options dict through Sleight, adding `effect` if given: the public way to
+    add an effect to one sampling run's options (a KSAMPLER's extra_args["model_options"], RASG's recorder),
+    where no ModelPatcher is at hand. Chains whatever override was there before."""
+    to = model_options.setdefault("transformer_options", {})
     existing = to.get("optimized_attention_override")
     router = getattr(existing, "sleight_router", None) or Router((), existing)
     if effect is not None:
         router = router.with_effect(effect)
     to["optimized_attention_override"] = _make_override(router)
-    to[ARCH_KEY] = arch
-    if not model.get_wrappers(pe.WrappersMP.APPLY_MODEL, KEY):
-        model.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, apply_model_wrapper)
+    to.setdefault(FAMILY_KEY, family)
+    if not pe.get_wrappers_with_key(pe.WrappersMP.APPLY_MODEL, KEY, model_options, is_model_options=True):
+        pe.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, apply_model_wrapper, model_options,
+                                is_model_options=True)
+    return router
+
+
+def install(model, effect=None, who: str = "Sleight"):
+    """Route attention of `model` (a clone the caller owns) through Sleight, adding `effect` if given.
+
+    Fails here, at patch time, on a model no family adapter understands.
+    """
+    family = families.detect(model, who)
+    router = install_into(model.model_options, family, effect)
     if not model.get_wrappers(pe.WrappersMP.OUTER_SAMPLE, KEY):
-        model.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, outer_sample_wrapper)
+        hooks.on_run(model, KEY)           # every run gets its RunState, even with no other Sleight wrapper
     return router

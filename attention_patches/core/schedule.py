@@ -104,3 +104,62 @@ class StepWindow:
 
     def contains(self, sample_sigmas, sigma) -> bool:
         return self.contains_step(step_index(sample_sigmas, sigma), total_steps(sample_sigmas))
+
+
+def step_at(fraction: float, total: int) -> int:
+    """The step index a schedule fraction names (10/30 of 30 steps → 10), for any step count."""
+    return int(round(fraction * total))
+
+
+def window(who: str, start_percent: float, end_percent: float) -> Window:
+    """A node's percent window, or an error naming the node and the fix."""
+    try:
+        return Window(start_percent, end_percent)
+    except ValueError as e:
+        raise ValueError(f"{who}: {e}. Set start_percent <= end_percent.") from None
+
+
+def step_window(who: str, name: str, start: float, end: float) -> StepWindow:
+    """A node's step-fraction window `name`, or an error naming the node and the window."""
+    try:
+        return StepWindow(start, end)
+    except ValueError as e:
+        raise ValueError(f"{who}: {name}: {e}.") from None
+
+
+# Samplers that evaluate the model again at a *later scheduled* sigma inside one step (heun: σ_{i+1},
+# heunpp2: σ_{i+1} and σ_{i+2}). By sigma alone those evaluations look like the next step; they are counted
+# by order instead (see StepTracker). Other multi-evaluation samplers (dpm_2, dpmpp_2s, sde) evaluate strictly
+# between two scheduled sigmas, which schedule.step_index already maps to the earlier step.
+LOOKAHEAD_SAMPLERS = frozenset({"sample_heun", "sample_heunpp2"})
+
+
+def sampler_name(sampler) -> str:
+    fn = getattr(sampler, "sampler_function", None)
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "") or ""
+
+
+class StepTracker:
+    """Maps each model evaluation of one run to the sampler step it belongs to.
+
+    Default: step_index (largest i with sample_sigmas[i] >= sigma); exact for one-evaluation samplers
+    and for samplers whose extra evaluations lie strictly between scheduled sigmas. Look-ahead samplers (heun):
+    a step starts with an evaluation whose sigma does not go below the previous one; the later, lower
+    evaluations belong to that step.
+    """
+
+    def __init__(self, sample_sigmas, lookahead: bool = False):
+        self.sigmas = sample_sigmas
+        self.lookahead = lookahead
+        self.step = -1
+        self.last = None
+
+    def __call__(self, sigma) -> int:
+        s = as_float(sigma)
+        if not self.lookahead:
+            return step_index(self.sigmas, s)
+        if self.last is None or s >= self.last - 1e-6 * max(1.0, abs(self.last)):
+            self.step = max(self.step + 1, step_index(self.sigmas, s)) if self.last is not None \
+                else step_index(self.sigmas, s)
+        self.last = s
+        return self.step

@@ -1,0 +1,126 @@
+"""Masks on pixel, latent and token grids: the one place every trick resizes, dilates, blurs and checks a mask.
+
+Shapes: a ComfyUI MASK is (H, W) or (B, H, W) in pixels; on a latent or token grid masks are (B, 1, h, w).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def as_4d(mask) -> torch.Tensor:
+    """(H, W) / (B, H, W) / (B, 1, H, W) → float (B, 1, H, W)."""
+    m = torch.as_tensor(mask).float()
+    if m.ndim == 2:
+        return m[None, None]
+    if m.ndim == 3:
+        return m[:, None]
+    return m
+
+
+def to_grid(mask, size, mode: str = "bilinear") -> torch.Tensor:
+    """A mask resized to a grid (h, w): (B, 1, h, w). `bilinear` for soft weights, `area` for coverage,
+    `nearest` for cells."""
+    m = as_4d(mask)
+    if tuple(m.shape[-2:]) == tuple(size):
+        return m
+    corners = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(m, size=tuple(size), mode=mode, **corners)
+
+
+def dilate(mask, radius: int) -> torch.Tensor:
+    """Grow a (B, 1, H, W) mask by `radius` cells (square kernel of side 2·radius + 1)."""
+    if radius <= 0:
+        return mask
+    return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+def cv2_sigma(kernel: int) -> float:
+    """OpenCV's default Gaussian sigma for a kernel size: 0.3·((k − 1)/2 − 1) + 0.8."""
+    return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+
+
+def gaussian_blur(x, sigma: float, radius: int, pad: str = "replicate") -> torch.Tensor:
+    """Separable Gaussian blur of a (B, 1, H, W) mask, kernel exp(−t²/2σ²) over t = −radius..radius."""
+    t = torch.arange(2 * radius + 1, dtype=torch.float32) - radius
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = (g / g.sum()).to(x)
+    if pad == "reflect" and min(x.shape[-2:]) <= radius:
+        pad = "replicate"                   # reflect padding needs more cells than the radius
+    x = F.pad(x, (radius, radius, radius, radius), mode=pad)
+    x = F.conv2d(x, g.reshape(1, 1, 1, -1))
+    return F.conv2d(x, g.reshape(1, 1, -1, 1))
+
+
+def otsu_threshold(values, bins: int = 256) -> float:
+    """Otsu's threshold of a 1-d tensor (maximises the between-class variance over a histogram)."""
+    v = values.float().flatten()
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        return hi
+    hist = torch.histc(v, bins=bins, min=lo, max=hi)
+    centers = lo + (torch.arange(bins, dtype=torch.float32) + 0.5) * (hi - lo) / bins
+    w0 = torch.cumsum(hist, 0)
+    w1 = w0[-1] - w0
+    m0 = torch.cumsum(hist * centers, 0)
+    mu0 = m0 / w0.clamp(min=1e-12)
+    mu1 = (m0[-1] - m0) / w1.clamp(min=1e-12)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    between[(w0 == 0) | (w1 == 0)] = -1
+    i = int(torch.argmax(between))
+    return float(lo + (i + 1) * (hi - lo) / bins)      # upper edge of the last bin of the lower class
+
+
+# ---------------------------------------------------------------- pixel masks ↔ the latent grid
+
+def check_size(mask, latent_hw, ratio: int, who: str, name: str = "mask"):
+    """A pixel MASK (B,H,W) must be the image the latent was encoded from: H // ratio, W // ratio = latent grid."""
+    h, w = mask.shape[-2:]
+    lh, lw = latent_hw
+    if (h // ratio, w // ratio) != (lh, lw):
+        raise ValueError(f"{who}: the {name} is {w}x{h} pixels but the latent is {lw * ratio}x{lh * ratio} "
+                         f"({lw}x{lh} latent cells). Use a mask of the same image, or resize it to the image size.")
+
+
+def pixel_to_latent(mask, latent_hw, ratio: int = 8, dilation: int = 0, feather: int = 0,
+                    who: str = "Sleight · DesignEdit", name: str = "mask") -> torch.Tensor:
+    """A pixel MASK → (1, 1, h, w) on the latent grid, 1 = edit.
+
+    Binarised at 0.5 and dilated by a square `dilation`-px kernel (official DesignEdit: cv2.dilate with a 20×20
+    ones kernel; 30 for zoom and pan), optionally feathered (Gaussian, σ = feather/2 px), then pooled to the
+    latent grid: a cell counts as masked if any of its pixels is (feather 0), or by its mean (feather > 0).
+    Several masks in a batch are united.
+    """
+    m = torch.as_tensor(mask).float()
+    if m.ndim == 2:
+        m = m.unsqueeze(0)
+    check_size(m, latent_hw, ratio, who, name)
+    m = (m.amax(dim=0, keepdim=True) > 0.5).float().unsqueeze(0)      # (1, 1, H, W)
+    m = dilate(m, dilation // 2)
+    if feather > 0:
+        sigma = feather / 2.0
+        m = gaussian_blur(m, sigma, max(1, int(math.ceil(3 * sigma))))
+    lh, lw = latent_hw
+    m = m[..., : lh * ratio, : lw * ratio]
+    if feather > 0:
+        return F.adaptive_avg_pool2d(m, (lh, lw)).clamp(0.0, 1.0)
+    return F.adaptive_max_pool2d(m, (lh, lw))
+
+
+def user_to_latent(mask, latent_hw, downscale: int, batch: int, who: str):
+    """A ComfyUI MASK (B,H,W) at the image's pixel size (or latent size) → (B,1,h,w) coverage on the latent grid."""
+    if mask.ndim == 2:
+        mask = mask[None]
+    h, w = latent_hw
+    if tuple(mask.shape[-2:]) not in ((h * downscale, w * downscale), (h, w)):
+        raise ValueError(f"{who}: the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
+                         f"{w * downscale}x{h * downscale}; resize the mask to the image size.")
+    if mask.shape[0] not in (1, batch):
+        raise ValueError(f"{who}: the mask batch ({mask.shape[0]}) must be 1 or the latent batch ({batch}).")
+    m = F.interpolate(mask[:, None].float(), size=(h, w), mode="area")
+    return m.expand(batch, -1, -1, -1) if m.shape[0] == 1 else m
+
+
+def latent_to_pixel(mask_latent, downscale: int) -> torch.Tensor:
+    """(B,1,h,w) latent mask → ComfyUI MASK (B, h·s, w·s)."""
+    return F.interpolate(mask_latent.float(), scale_factor=downscale, mode="nearest")[:, 0]
