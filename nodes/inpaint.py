@@ -90,13 +90,20 @@ class SleightRASG(io.ComfyNode):
                             "official command-line default (its evaluation uses 0.25; diffusers' pipeline 0.01). "
                             "Raise it toward 0.25 when the hole still fills with background. 0 = plain DDIM, no "
                             "guidance."),
+                inp(io.Combo, "noise_scale", options=list(rasg.NOISE_SCALES), default="official", advanced=True,
+                    tooltip="How eta scales the guidance on SD1.5 / SDXL (eps / v models). official: as HD-Painter's "
+                            "code, sigma_t from the per-step alpha (1 - beta). ddim: the DDIM paper's sigma_t from "
+                            "the cumulative alpha-bar, 10-25x stronger at the same eta on SD1.5's schedule. Flow "
+                            "models (SD3, Flux) use the rectified-flow ancestral step either way."),
             ],
             outputs=[io.Sampler.Output(tooltip="Connect to SamplerCustom's sampler input.")],
         )
 
     @classmethod
-    def execute(cls, eta=0.1):
-        return io.NodeOutput(rasg.ksampler(eta=eta))
+    def execute(cls, eta=0.1, noise_scale="official"):
+        if noise_scale not in rasg.NOISE_SCALES:
+            raise ValueError(f"{rasg.WHO}: noise_scale must be one of {list(rasg.NOISE_SCALES)}, got {noise_scale!r}.")
+        return io.NodeOutput(rasg.ksampler(eta=eta, noise=noise_scale))
 
 
 NODES = [SleightPAIntA, SleightRASG]

@@ -5,8 +5,9 @@ DDIM with η whose random noise is replaced by the normalised gradient of the at
 A_l: cross-attention *logits* of prompt token l at the 16×16-equivalent level (1/4 of the latent size; the
 conditional rows, mean over heads and layers), M: the hole at that grid. Step (official `src/methods/rasg.py`):
     x_{t−1} = √ᾱ_{t−1} x̂0 + √(1 − ᾱ_{t−1} − (ησ_t)²) ε̂ + ησ_t · g / std(g),   g = ∇_{x_t} S
-In ComfyUI's sigma space this step is exactly `sample_euler_ancestral` with that η (σ_up is DDIM's ησ_t / √ᾱ_{t−1}),
-so we run ComfyUI's own loop and hand it g/std(g) as the noise; on flow models (SD3, Flux) its rectified-flow
+with the official code's σ_t (from the per-step α_t, `official_sigma_up`; the DDIM paper's σ_t from ᾱ is the
+"ddim" option). In ComfyUI's sigma space this step is an Euler ancestral step with σ_up = ησ_t / √ᾱ_{t−1} and
+g/std(g) as its noise; on flow models (SD3, Flux) its rectified-flow
 ancestral variant is the DDIM-η analogue. SD3: A_l from the image-query → text-key logits of every joint block
 (all at one resolution). Flux: its ComfyUI blocks add to activations in place after saving them for backward, so
 autograd runs on copies of the saved activations there.
@@ -18,8 +19,10 @@ import torch
 import torch.nn.functional as F
 
 import comfy.model_management
+import comfy.model_sampling
 import comfy.samplers
 from comfy.k_diffusion import sampling as kd
+from tqdm.auto import trange
 
 from ..attention_patches import painta
 from ..attention_patches.core import families, router
@@ -170,13 +173,62 @@ def grad_model(model, x, extra_args, objective_scale=1.0):
         yield _GradModel(model, recorder, copy_saved_activations=family.inplace_activations)
 
 
-def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.1, objective_scale=1.0):
-    """KSAMPLER function: ComfyUI's DDIM-η (euler_ancestral) loop with ∇S/std(∇S) as its noise."""
+NOISE_SCALES = ("official", "ddim")   # σ_t of the guidance noise: HD-Painter's code, or the standard DDIM one
+
+
+def official_sigma_up(model_sampling, sigma, sigma_next, eta) -> float:
+    """HD-Painter's guidance scale at one step, in ComfyUI's σ space (x = z / √ᾱ).
+
+    Official (src/smplfusion/scheduler.py, `Schedule.sigma`): σ_t = √((1 − α_{t−dt}) / (1 − α_t) · (1 − α_t /
+    α_{t−dt})) with the *per-step* α_t = 1 − β_t, not the cumulative ᾱ of the DDIM paper; the step is
+    z_{t−dt} = √ᾱ_{t−dt}·ẑ0 + √(1 − ᾱ_{t−dt} − (ησ_t)²)·ε̂ + ησ_t·g/std(g). In σ space that is an Euler ancestral
+    step with σ_up = ησ_t/√ᾱ_{t−dt}. ᾱ comes from the model's own σ table (ᾱ = 1/(1 + σ²)), so any discrete
+    schedule works; the training timesteps from its `timestep(σ)`. The last step (σ_next = 0) adds none."""
+    s_next = float(sigma_next)
+    if s_next <= 0 or eta == 0:
+        return 0.0
+    table = model_sampling.sigmas.detach().double().cpu()
+    acp = 1.0 / (1.0 + table ** 2)                                  # ᾱ_t
+    alpha = acp / torch.cat([acp.new_ones(1), acp[:-1]])            # α_t = ᾱ_t / ᾱ_{t−1} = 1 − β_t
+    t, t_next = (int(model_sampling.timestep(torch.tensor([float(v)])).item()) for v in (sigma, sigma_next))
+    ratio = float(alpha[t] / alpha[t_next])
+    s = math.sqrt(max((1 - float(alpha[t_next])) / (1 - float(alpha[t])) * (1 - ratio), 0.0))
+    return min(s_next, float(eta) * s / math.sqrt(float(acp[t_next])))
+
+
+def _official_loop(gm, model_sampling, x, sigmas, extra_args, callback, disable, eta):
+    """ComfyUI's Euler ancestral loop with HD-Painter's σ_up and ∇S/std(∇S) as its noise."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = gm(x, sigmas[i] * s_in, **extra_args)
+        sigma_up = official_sigma_up(model_sampling, sigmas[i], sigmas[i + 1], eta)
+        sigma_down = (float(sigmas[i + 1]) ** 2 - sigma_up ** 2) ** 0.5
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        if sigma_down == 0:
+            x = denoised
+        else:
+            x = x + kd.to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i]) + gm.noise * sigma_up
+    return x
+
+
+def sample_rasg(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.1, objective_scale=1.0,
+                noise="official"):
+    """KSAMPLER function: DDIM-η with ∇S/std(∇S) as its noise. ε / v models: `noise` "official" scales it as
+    HD-Painter's code does (`official_sigma_up`), "ddim" as the DDIM paper (ComfyUI's euler_ancestral, σ_t from
+    the cumulative ᾱ: 10–25× more on SD1.5's schedule). Flow models: ComfyUI's rectified-flow ancestral step,
+    the DDIM-η analogue (HD-Painter has no flow code)."""
+    if noise not in NOISE_SCALES:
+        raise ValueError(f"{WHO}: noise must be one of {NOISE_SCALES}, got {noise!r}")
     extra_args = {} if extra_args is None else extra_args
+    ms = model.inner_model.inner_model.model_sampling
     with grad_model(model, x, extra_args, objective_scale) as gm:
+        if noise == "official" and not isinstance(ms, comfy.model_sampling.CONST):
+            return _official_loop(gm, ms, x, sigmas, extra_args, callback, disable, eta)
         return kd.sample_euler_ancestral(gm, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
                                          eta=eta, s_noise=1.0, noise_sampler=lambda s, sn: gm.noise)
 
 
-def ksampler(eta=0.1, objective_scale=1.0):
-    return comfy.samplers.KSAMPLER(sample_rasg, extra_options={"eta": eta, "objective_scale": objective_scale})
+def ksampler(eta=0.1, objective_scale=1.0, noise="official"):
+    return comfy.samplers.KSAMPLER(sample_rasg, extra_options={"eta": eta, "objective_scale": objective_scale,
+                                                               "noise": noise})
