@@ -54,8 +54,8 @@ class InpaintTarget:
                 f"they have different shapes. Use the mask of the image being inpainted (same size as the image).")
 
     def hole(self, grid, device, run=None) -> torch.Tensor:
-        """Bool (h·w,): the hole at this token grid (area-resized, binarised at 0.5 as in the official code),
-        made once per run and grid."""
+        """Bool (h·w,): the hole at this token grid, made once per run and grid: the dilated pixel mask's area
+        coverage above 0.5 (the official code resizes with PIL's bicubic filter, then binarises at 0.5)."""
         def make():
             return (masks.to_grid(self.mask, grid, "area")[0, 0] > 0.5).reshape(-1).to(device)
 
@@ -69,6 +69,7 @@ class InpaintTarget:
 
 
 def as_mask(mask, who: str) -> torch.Tensor:
+    """The hole of a MASK, checked, then grown by 1 px as the official code does before any downscaling."""
     if mask is None or not torch.is_tensor(mask) or mask.ndim not in (2, 3) or mask.numel() == 0:
         raise ValueError(f"{who}: the mask must be a MASK (height × width); connect the hole mask.")
     m = mask[0] if mask.ndim == 3 else mask
@@ -78,7 +79,7 @@ def as_mask(mask, who: str) -> torch.Tensor:
     if bool((m > 0.5).all()):
         raise ValueError(f"{who}: the mask covers the whole image, so there is no known region to reweight; "
                          "PAIntA needs a partial mask.")
-    return m
+    return masks.dilate_cross((m > 0).float()[None, None])[0, 0]   # official: mask.dilate(1), scipy's cross
 
 
 # ------------------------------------------------------------------ the math

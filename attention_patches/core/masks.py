@@ -82,29 +82,45 @@ def check_size(mask, latent_hw, ratio: int, who: str, name: str = "mask"):
                          f"({lw}x{lh} latent cells). Use a mask of the same image, or resize it to the image size.")
 
 
+def dilate_box(mask, size: int) -> torch.Tensor:
+    """cv2.dilate with a size×size ones kernel and its default anchor (size // 2): each output pixel is the max of
+    the input at offsets −(size // 2) … size − 1 − size // 2 (20 px: −10 … +9), on a (B, 1, H, W) mask."""
+    if size <= 1:
+        return mask
+    lo, hi = size // 2, size - 1 - size // 2
+    return F.max_pool2d(F.pad(mask, (lo, hi, lo, hi)), size, stride=1)
+
+
+def dilate_cross(mask, iterations: int = 1) -> torch.Tensor:
+    """scipy.ndimage.binary_dilation with its default (4-connected) structure, `iterations` times."""
+    for _ in range(iterations):
+        p = F.pad(mask, (1, 1, 1, 1))
+        mask = torch.stack([mask, p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]]).amax(0)
+    return mask
+
+
 def pixel_to_latent(mask, latent_hw, ratio: int = 8, dilation: int = 0, feather: int = 0,
                     who: str = "Sleight · DesignEdit", name: str = "mask") -> torch.Tensor:
-    """A pixel MASK → (1, 1, h, w) on the latent grid, 1 = edit.
+    """A pixel MASK → (1, 1, h, w) on the latent grid, 1 = edit. Several masks in a batch are united.
 
-    Binarised at 0.5 and dilated by a square `dilation`-px kernel (official DesignEdit: cv2.dilate with a 20×20
-    ones kernel; 30 for zoom and pan), optionally feathered (Gaussian, σ = feather/2 px), then pooled to the
-    latent grid: a cell counts as masked if any of its pixels is (feather 0), or by its mean (feather > 0).
-    Several masks in a batch are united.
+    As the official DesignEdit code (`utils.attend_mask` and the KMSA's `new_mask[new_mask > 0] = 1`): every pixel
+    above 0 counts, dilated by cv2.dilate with a `dilation`×`dilation` ones kernel (20 for removal and layers, 30
+    for zoom and pan), resized to the latent grid with cv2's nearest neighbour (cell i takes pixel ratio·i), the
+    cells above 0 marked. `feather` > 0 (ours, not the paper's) softens instead: a Gaussian of σ = feather / 2 px
+    after the dilation, and each cell the mean of its pixels.
     """
     m = torch.as_tensor(mask).float()
     if m.ndim == 2:
         m = m.unsqueeze(0)
     check_size(m, latent_hw, ratio, who, name)
-    m = (m.amax(dim=0, keepdim=True) > 0.5).float().unsqueeze(0)      # (1, 1, H, W)
-    m = dilate(m, dilation // 2)
+    m = (m.amax(dim=0, keepdim=True) > 0).float().unsqueeze(0)        # (1, 1, H, W)
+    m = dilate_box(m, dilation)
+    lh, lw = latent_hw
     if feather > 0:
         sigma = feather / 2.0
         m = gaussian_blur(m, sigma, max(1, int(math.ceil(3 * sigma))))
-    lh, lw = latent_hw
-    m = m[..., : lh * ratio, : lw * ratio]
-    if feather > 0:
-        return F.adaptive_avg_pool2d(m, (lh, lw)).clamp(0.0, 1.0)
-    return F.adaptive_max_pool2d(m, (lh, lw))
+        return F.adaptive_avg_pool2d(m[..., : lh * ratio, : lw * ratio], (lh, lw)).clamp(0.0, 1.0)
+    return (m[..., ::ratio, ::ratio][..., :lh, :lw] > 0).float()
 
 
 def user_to_latent(mask, latent_hw, downscale: int, batch: int, who: str):

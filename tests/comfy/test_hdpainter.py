@@ -75,6 +75,16 @@ def test_relevance_follows_the_official_normalisation():
     assert painta.gaussian_3x3()[1, 1] == painta.gaussian_3x3().max() and abs(float(painta.gaussian_3x3().sum()) - 1) < 1e-6
 
 
+def test_the_hole_is_grown_by_one_pixel_as_the_official_code():
+    """Official run(): mask.dilate(1) (scipy's binary_dilation, 4-connected) before the masks at each level."""
+    _, _, m, _ = patched("sd15")
+    got = m.model_options["transformer_options"][painta.TARGET_KEY].mask
+    want = hole_mask()[0].clone()
+    y0, y1, x0, x1 = SIZE // 4, 3 * SIZE // 4, SIZE // 4, 3 * SIZE // 4
+    want[y0 - 1, x0:x1] = want[y1, x0:x1] = want[y0:y1, x0 - 1] = want[y0:y1, x1] = 1     # the box, one px wider
+    assert torch.equal(got, want)
+
+
 def test_prompt_tokens_are_the_bare_prompt_and_the_full_end_token():
     model, clip, _ = load("sd15")
     a = families.detect(model)
@@ -135,12 +145,52 @@ def test_rasg_with_zero_objective_is_comfyui_ddim_eta_with_zero_noise(name):
 
     model, clip, m, pos = patched(name, end_percent=0.0)
     neg = encode(clip, "")
-    zero = comfy.samplers.KSAMPLER(rasg.sample_rasg, extra_options={"eta": 0.3, "objective_scale": 0.0})
+    zero = comfy.samplers.KSAMPLER(rasg.sample_rasg, extra_options={"eta": 0.3, "objective_scale": 0.0,
+                                                                    "noise": "ddim"})
     ddim = comfy.samplers.KSAMPLER(kd.sample_euler_ancestral, extra_options={
         "eta": 0.3, "noise_sampler": lambda s, sn: torch.zeros(1, m.model.latent_format.latent_channels, SIZE // 8, SIZE // 8)})
     assert torch.equal(run(m, pos, neg, sampler=zero, steps=4), run(m, pos, neg, sampler=ddim, steps=4))
-    guided = run(m, pos, neg, sampler=rasg.ksampler(eta=0.3), steps=4)
+    guided = run(m, pos, neg, sampler=rasg.ksampler(eta=0.3, noise="ddim"), steps=4)
     assert not torch.allclose(guided, run(m, pos, neg, sampler=ddim, steps=4), atol=1e-4)
+
+
+def official_sigma(betas, t, dt):
+    """HD-Painter's Schedule.sigma written out from its betas (float64), per-step alphas."""
+    a = 1 - betas
+    return torch.sqrt((1 - a[t - dt]) / (1 - a[t]) * (1 - a[t] / a[t - dt]))
+
+
+def test_rasg_noise_scale_is_the_official_sigma_over_a_whole_schedule():
+    """Default noise scale = the official code's σ_t (per-step α_t = 1 − β_t) over its 50-step schedule (t = 999,
+    979, …, 19), as σ_up = ησ_t/√ᾱ_{t−dt} in ComfyUI's σ space; the DDIM paper's σ_t from ᾱ is 10–25× larger."""
+    model, _, _ = load("sd15")
+    ms = model.get_model_object("model_sampling")
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2     # SD1.5's schedule
+    acp = torch.cumprod(1 - betas, 0)
+    eta, dt = 0.25, 20
+    ratios = []
+    for t in range(999, dt - 1, -dt):
+        t_next = t - dt
+        sigma, sigma_next = ms.sigmas[t], ms.sigmas[t_next]
+        want = eta * official_sigma(betas, t, dt) / acp[t_next].sqrt()
+        got = rasg.official_sigma_up(ms, sigma, sigma_next, eta)
+        assert got == pytest.approx(float(want), rel=1e-3), t
+        ddim = eta * torch.sqrt((1 - acp[t_next]) / (1 - acp[t]) * (1 - acp[t] / acp[t_next])) / acp[t_next].sqrt()
+        ratios.append(float(ddim) / got)
+    assert 9 < min(ratios) and max(ratios) < 26
+    assert rasg.official_sigma_up(ms, ms.sigmas[19], torch.tensor(0.0), eta) == 0.0       # the last step adds none
+
+
+def test_rasg_official_and_ddim_noise_scales_differ_and_each_repeats():
+    model, clip, m, pos = patched("sd15_inpaint", end_percent=0.0)
+    neg = encode(clip, "")
+    official = run(m, pos, neg, sampler=SleightRASG.execute(0.3).result[0], noise_mask=False, steps=3)
+    ddim = run(m, pos, neg, sampler=SleightRASG.execute(0.3, "ddim").result[0], noise_mask=False, steps=3)
+    assert not torch.allclose(official, ddim, atol=1e-4)
+    assert torch.equal(run(m, pos, neg, sampler=SleightRASG.execute(0.3).result[0], noise_mask=False, steps=3),
+                       official)
+    with pytest.raises(ValueError, match="RASG.*noise_scale"):
+        SleightRASG.execute(0.3, "loud")
 
 
 @pytest.mark.parametrize("name", ["sd15_inpaint", "sd3", "flux_dev"])

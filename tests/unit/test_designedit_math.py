@@ -176,17 +176,55 @@ def test_out_of_canvas_moves_are_refused():
 
 # ---------------------------------------------------------------- masks and canvases
 
+def official_remove_mask(mask, latent_hw, ratio, dilation):
+    """DesignEdit's `attend_mask` written out pixel by pixel: pixels above 0, cv2.dilate with a d×d ones kernel
+    (anchor d // 2: output pixel = max over input offsets −d//2 … d − 1 − d//2), cv2 INTER_NEAREST to the latent
+    grid (cell i takes pixel ratio·i), cells above 0."""
+    on = mask.amax(0) > 0
+    lo, hi = (dilation // 2, dilation - 1 - dilation // 2) if dilation > 1 else (0, 0)
+    h, w = on.shape
+    out = torch.zeros(*latent_hw)
+    for i in range(latent_hw[0]):
+        for j in range(latent_hw[1]):
+            y, x = ratio * i, ratio * j
+            out[i, j] = float(on[max(0, y - lo):min(h, y + hi + 1), max(0, x - lo):min(w, x + hi + 1)].any())
+    return out
+
+
 def test_pixel_mask_to_latent_sizes_dilation_and_errors():
     mask = torch.zeros(1, 48, 80)
-    mask[0, 20:22, 40:42] = 1
+    mask[0, 24:26, 40:42] = 1
     m = masks.pixel_to_latent(mask, (6, 10), 8)
-    assert m.shape == (1, 1, 6, 10) and m.sum() == 1 and m[0, 0, 2, 5] == 1
-    grown = masks.pixel_to_latent(mask, (6, 10), 8, dilation=20)    # ±10 px
-    assert grown[0, 0, 1:4, 3:7].sum() == 12 and grown.sum() == 12
+    assert m.shape == (1, 1, 6, 10) and m.sum() == 1 and m[0, 0, 3, 5] == 1
+    grown = masks.pixel_to_latent(mask, (6, 10), 8, dilation=20)    # −10 … +9 px: pixels 15-34 × 31-50
+    assert grown[0, 0, 2:5, 4:7].sum() == 9 and grown.sum() == 9
     soft = masks.pixel_to_latent(mask, (6, 10), 8, feather=8)
     assert 0 < soft.max() < 1
     with pytest.raises(ValueError, match="64x48 pixels but the latent is 80x48"):
         masks.pixel_to_latent(torch.zeros(48, 64), (6, 10), 8, who="T")
+
+
+@pytest.mark.parametrize("dilation", [0, 1, 10, 20, 21, 30])
+def test_remove_mask_cells_are_the_official_construction(dilation):
+    g = torch.Generator().manual_seed(dilation)
+    for _ in range(4):
+        mask = torch.zeros(1, 96, 136)
+        y, x = (int(v) for v in torch.randint(0, 80, (2,), generator=g))
+        mask[0, y:y + int(torch.randint(1, 16, (1,), generator=g)), x:x + int(torch.randint(1, 40, (1,), generator=g))] = 0.3
+        got = masks.pixel_to_latent(mask, (12, 17), 8, dilation=dilation)[0, 0]
+        assert torch.equal(got, official_remove_mask(mask, (12, 17), 8, dilation)), dilation
+
+
+def test_hole_mask_dilation_is_scipys_one_pixel_cross():
+    m = torch.zeros(1, 1, 5, 5)
+    m[..., 2, 2] = 1
+    m[..., 0, 4] = 1
+    want = torch.zeros(5, 5)
+    for y, x in ((2, 2), (0, 4)):
+        for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+            if 0 <= y + dy < 5 and 0 <= x + dx < 5:
+                want[y + dy, x + dx] = 1
+    assert torch.equal(masks.dilate_cross(m)[0, 0], want)
 
 
 def test_zoom_out_and_pan_canvases():
