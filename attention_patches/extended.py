@@ -123,7 +123,7 @@ class AddItAttention:
     def active(self, call) -> bool:
         end = self.windows.get((call.block, call.kind))
         total = call.forward.total_steps
-        return end is not None and total > 0 and 0 <= call.step < schedule.step_at(end, total)
+        return end is not None and total > 0 and 0 <= call.step <= schedule.last_step(end, total)
 
     def records(self, call, st) -> bool:
         return (call.block, call.kind) in self.record_layers and call.step in st.record_steps

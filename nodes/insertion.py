@@ -52,8 +52,9 @@ class SleightAddIt(io.ComfyNode):
                             "object mask (maps recorded over the 3 steps before). -1 = paper (15/30 generated, "
                             "18/30 real); 1 = off (free changes everywhere)."),
                 inp(io.Float, "double_stream_end", default=round(10 / 30, 4), min=0.0, max=1.0, step=0.001,
-                    tooltip="Extended attention runs for this fraction of the steps in Flux double-stream blocks "
-                            "(paper: 10/30); on SD3 and SD1.5/SDXL in the first third of the layers by depth."),
+                    tooltip="Extended attention runs from step 0 through the step at this fraction of the steps "
+                            "(ends included, as the official code: 10/30 of 30 steps = steps 0-10; 0 = off) in Flux "
+                            "double-stream blocks; on SD3 and SD1.5/SDXL in the first third of the layers by depth."),
                 inp(io.Float, "single_stream_end", default=round(20 / 30, 4), min=0.0, max=1.0, step=0.001,
                     tooltip="The same for Flux single-stream blocks (paper: 20/30); elsewhere the deeper two "
                             "thirds of the layers."),
@@ -87,7 +88,7 @@ class SleightAddIt(io.ComfyNode):
         if gamma not in (0.0, -1.0) and gamma < 0.5:
             raise ValueError(f"{cls.WHO}: gamma {gamma} is too small; use 0 for the paper's value, -1 for auto, or "
                              "1.0 to 1.2.")
-        if auto and auto_gamma_at >= max(double_stream_end, single_stream_end):
+        if auto and auto_gamma_at > max(double_stream_end, single_stream_end):
             raise ValueError(f"{cls.WHO}: auto gamma is solved at {auto_gamma_at:.3f} of the steps, after the "
                              "extended attention ends; lower auto_gamma_at or raise the stream ends.")
         positions = tokens.subject_positions(clip, prompt, subject, family, cls.WHO)

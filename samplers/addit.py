@@ -2,7 +2,7 @@
 subject-guided latent blending. The attention side is attention_patches/extended.py.
 
 Timing as fractions of the step count (paper, 30 steps): extended attention in double-stream layers for steps
-[0, 10/30), single-stream [0, 20/30); structure transfer at 2/30 (generated) or 4/30 (real); subject maps
+0–10, single-stream 0–20 (the official code's inclusive `extend_start <= step <= extend_end`; an end of 0 is off); structure transfer at 2/30 (generated) or 4/30 (real); subject maps
 recorded at steps b−2..b and the latents blended right after step b, b = 15/30 (generated) or 18/30 (real).
 A fraction ≥ 1 switches that part off.
 
@@ -77,7 +77,7 @@ def install(model, source, positions, settings: AddItSettings, own_text_len=None
 
     def active(run, timestep):
         i, _ = run.step_of(timestep)
-        return i < schedule.step_at(ext_end, len(run.sigmas) - 1)
+        return i <= schedule.last_step(ext_end, len(run.sigmas) - 1)
 
     def after_source(run, x, timestep, model_options):
         if settings.auto_at is None:

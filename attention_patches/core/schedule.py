@@ -111,6 +111,12 @@ def step_at(fraction: float, total: int) -> int:
     return int(round(fraction * total))
 
 
+def last_step(fraction: float, total: int) -> int:
+    """The last step of a window that runs from step 0 through the step `fraction` names, ends included (Add-it's
+    official `extend_start <= step_index <= extend_end`: 10/30 of 30 steps is steps 0–10); −1 (no step) for 0."""
+    return step_at(fraction, total) if fraction > 0 else -1
+
+
 def window(who: str, start_percent: float, end_percent: float) -> Window:
     """A node's percent window, or an error naming the node and the fix."""
     try:

@@ -164,12 +164,13 @@ def test_everything_off_is_plain_sampling_bit_for_bit_and_the_model_is_left_alon
 
 def test_source_row_runs_first_with_its_role_only_inside_the_window():
     traj = source("sd15")
-    on, pos = addit("sd15", traj, double_stream_end=0.25, single_stream_end=0.5, structure_transfer=1.0, blend_at=1.0)
+    on, pos = addit("sd15", traj, double_stream_end=0.25, single_stream_end=1 / 3, structure_transfer=1.0, blend_at=1.0)
     probe = Probe()
     router.install(on, probe)
     sample(on, pos, prompts("sd15")[1], steps=3)
     roles = [tuple(sorted(f[0].rows)) for f in probe.forwards()]
-    # 3 steps, window 0.5 of the steps (round(1.5) = 2): the source row runs before the target at steps 0, 1 only
+    # 3 steps, windows through step round(0.75) = 1 and round(1) = 1 (ends included, as the official code): the
+    # source row runs before the target at steps 0, 1 only
     assert roles == [(SOURCE_ROLE,), ("cond", "uncond"), (SOURCE_ROLE,), ("cond", "uncond"), ("cond", "uncond")]
 
 

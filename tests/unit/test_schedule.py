@@ -42,3 +42,12 @@ def test_window_rejects_reversed_or_out_of_range():
         schedule.Window(0.8, 0.2)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         schedule.Window(-0.1, 0.5)
+
+
+@pytest.mark.parametrize("total, end, want", [(30, 10 / 30, 10), (30, 20 / 30, 20), (50, 10 / 30, 17), (20, 20 / 30, 13),
+                                              (4, 10 / 30, 1), (30, 0.0, -1), (30, 1.0, 30)])
+def test_add_it_windows_include_their_end_step_as_the_official_code(total, end, want):
+    """Official Add-it: extended attention while extend_start <= step_index <= extend_end (steps 0-10 of 30 for
+    extended_steps_multi=10); as schedule fractions at any step count. An end of 0 is off."""
+    steps = [i for i in range(total) if 0 <= i <= schedule.last_step(end, total)]
+    assert steps == list(range(min(want, total - 1) + 1))
