@@ -30,8 +30,21 @@ def _err(msg: str):
     return ValueError(f"{PROMPT_NODE}: {msg}")
 
 
-_AND = re.compile(r"\s+AND\s+")
-_BREAK = re.compile(r"\s+BREAK\s+")
+MAX_TEXT = 20_000     # characters of plan text the node reads (an LLM answer is a few hundred)
+MAX_STAGES = 16       # frequent prompts of one plan: each is encoded and switched in
+
+
+def _split_word(text: str, word: str):
+    r"""`text` split at every `word` standing between whitespace (' AND ', ' BREAK '), in linear time (a regex
+    like \s+AND\s+ backtracks quadratically on long runs of spaces)."""
+    pieces, start, i = [], 0, text.find(word)
+    while i >= 0:
+        j = i + len(word)
+        if 0 < i and text[i - 1].isspace() and j < len(text) and text[j].isspace():
+            pieces.append(text[start:i])
+            start = j
+        i = text.find(word, j)
+    return pieces + [text[start:]]
 _LEVEL_LINE = re.compile(r"^\s*(?:#+\s*)?visual\s+detail\s+levels?\b\s*:?\s*(.*)$", re.I)
 _LEVEL_INLINE = re.compile(r"visual\s+detail\s+level\s*:\s*(\d+)", re.I)
 _INPUT_LINE = re.compile(r"^\s*(?:#+\s*)?input\s*:\s*(.*)$", re.I)
@@ -61,7 +74,7 @@ def _value_after(lines, i, rest):
 
 def _split_part(part: str, handwritten: bool):
     """One AND-part: ("pair", freq, rare) | ("chain", [p0..pn]) | ("plain", text)."""
-    pieces = [p.strip() for p in _BREAK.split(part.strip())]
+    pieces = [p.strip() for p in _split_word(part.strip(), "BREAK")]
     if any(not p for p in pieces):
         raise _err(f"'{part.strip()}' has an empty side of BREAK. {FORMAT_HELP}")
     if len(pieces) == 2:
@@ -79,6 +92,9 @@ def _split_part(part: str, handwritten: bool):
 def _from_json(text: str):
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise _err("the JSON is nested too deeply to be an R2F prompt-file entry: give one entry, "
+                   "{\"visual_detail_level\": ..., \"r2f_prompt\": [[...]]}.") from None
     except json.JSONDecodeError as e:
         raise _err(f"the text starts with '{{' but is not valid JSON ({e.msg}, line {e.lineno}). "
                    "Paste one entry of a released prompt file: {\"visual_detail_level\": ..., \"r2f_prompt\": [[...]]}.") from None
@@ -175,7 +191,17 @@ def _concept_spec(original, concepts, notes):
 
 def parse_r2f_text(text: str) -> R2FSpec:
     """The R2F prompt text (LLM answer, released JSON entry or hand-written lines) → R2FSpec."""
-    text = (text or "").strip()
+    if len(text or "") > MAX_TEXT:
+        raise _err(f"the text is {len(text)} characters long; an R2F plan is a few lines (at most {MAX_TEXT} "
+                   f"characters). Paste only the LLM's answer for one prompt. {FORMAT_HELP}")
+    spec = _parse((text or "").strip())
+    if len(spec.stages) > MAX_STAGES:
+        raise _err(f"the plan has {len(spec.stages)} frequent prompts; at most {MAX_STAGES} are switched in. "
+                   "Name fewer rare concepts.")
+    return spec
+
+
+def _parse(text: str) -> R2FSpec:
     if not text:
         raise _err(f"the prompt text is empty. {FORMAT_HELP}")
     notes = []
@@ -212,12 +238,12 @@ def parse_r2f_text(text: str) -> R2FSpec:
     levels = summary_levels if summary_levels is not None else inline_levels
 
     if sequence is not None:
-        parts = [_split_part(p, handwritten=False) for p in _AND.split(sequence.strip()) if p.strip()]
+        parts = [_split_part(p, handwritten=False) for p in _split_word(sequence.strip(), "AND") if p.strip()]
         where = "the final prompt sequence"
     else:
         parts = []
         for lineno, content in body:
-            for p in _AND.split(content):
+            for p in _split_word(content, "AND"):
                 if p.strip():
                     part = _split_part(p, handwritten=True)
                     if part[0] == "plain" and (len(body) > 1 or original is not None):
