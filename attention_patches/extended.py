@@ -198,18 +198,23 @@ class AddItAttention:
 
     def _record(self, call, st, sub, cond_rows, target, offset):
         """Mean attention mass of the cond rows' image queries on the subject tokens, on the latent grid."""
-        pos = [p for p in self.subject_positions if p < (call.txt.stop - call.txt.start)]
+        period = call.txt.stop - call.txt.start
+        own = self.own_text_len or period
+        if call.kind == "cross":             # UNet contexts may be repeated to an LCM length: count every copy
+            own = max(min(own, period), 1)
+            pos = [p for p in self.subject_positions if p < period]
+            copies = {p: range(p, period, own) for p in pos}
+        else:                                # where the tokenized prompt lands in the text sequence
+            pos = [q for q in (call.family.text_position(p, own, period) for p in self.subject_positions)
+                   if 0 <= q < period]
+            copies = {q: (q,) for q in pos}
         if not pos:
             raise ValueError("Sleight · Add-it: the subject's tokens lie beyond this model's text tokens "
-                             f"({call.txt.stop - call.txt.start}); put the subject earlier in the prompt.")
+                             f"({period}); put the subject earlier in the prompt.")
         weights = torch.zeros(sub.k.shape[2])
         txt0 = offset + call.txt.start
-        period = call.txt.stop - call.txt.start
-        own = period
-        if call.kind == "cross":             # UNet contexts may be repeated to an LCM length: count every copy
-            own = max(min(self.own_text_len or period, period), 1)
         for p in pos:
-            for c in range(p, period, own):
+            for c in copies[p]:
                 weights[txt0 + c] = 1.0 / len(pos)
         where = [target.index(r) for r in cond_rows]
         q_img = sub.q[where][:, :, call.img]

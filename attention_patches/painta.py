@@ -53,6 +53,15 @@ class InpaintTarget:
                 f"{self.who}: the mask is {mw}×{mh} px but the latent is {lw}×{lh} ({lw * down}×{lh * down} px): "
                 f"they have different shapes. Use the mask of the image being inpainted (same size as the image).")
 
+    def tokens_in(self, call) -> list:
+        """T in this call's text sequence (a family may pad the encoded prompt, e.g. Flux.2 to 512 tokens)."""
+        n = call.txt.stop - call.txt.start
+        found = [q for q in (call.family.text_position(p, self.text_len, n) for p in self.tokens) if 0 <= q < n]
+        if len(found) != len(self.tokens):
+            raise ValueError(f"{self.who}: the prompt tokens do not fit this model's text sequence; use the node's "
+                             "conditioning output as the sampler's positive.")
+        return found
+
     def hole(self, grid, device, run=None) -> torch.Tensor:
         """Bool (h·w,): the hole at this token grid, made once per run and grid: the dilated pixel mask's area
         coverage above 0.5 (the official code resizes with PIL's bicubic filter, then binarises at 0.5)."""
@@ -190,12 +199,11 @@ class PAIntA:
         if not bool(hole.any()) or bool(hole.all()):   # the hole vanishes (or is everything) at this grid
             return attend(call)
         cond = rows.get("cond", [])
-        if call.txt is None or max(self.target.tokens) >= call.txt.stop - call.txt.start:
-            raise ValueError(f"{self.target.who}: the prompt tokens do not fit this model's text sequence; "
-                             "use the node's conditioning output as the sampler's positive.")
+        if call.txt is None:
+            raise ValueError(f"{self.target.who}: this attention call has no text tokens.")
         q_img = call.q[cond][:, :, call.img]
         k_txt = call.k[cond][:, :, call.txt]
-        c = self.relevance(prompt_scores(q_img, k_txt, self.target.tokens), call.grid)
+        c = self.relevance(prompt_scores(q_img, k_txt, self.target.tokens_in(call)), call.grid)
         if bool((c[:, ~hole] == 1).all()):          # nothing to scale: exactly the plain attention
             return attend(call)
         held = call.batch_rows if call.batch_rows is not None else list(range(call.q.shape[0]))

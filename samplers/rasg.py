@@ -50,7 +50,7 @@ class ScoreRecorder:
 
     def run(self, call, attend):
         cond = call.rows["cond"]
-        tokens = list(self.target.tokens)
+        tokens = self.target.tokens_in(call)
         q = call.q[cond][:, :, call.img]
         k = call.k[cond][:, :, call.txt][:, :, tokens]
         a = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5     # (Bc, H, L, |T|)

@@ -19,30 +19,59 @@ def segments(tokenized: dict, family):
     return out
 
 
-def _find(seq, sub):
-    if not sub:
-        return []
-    out = []
-    for i in range(len(seq) - len(sub) + 1):
-        if seq[i:i + len(sub)] == sub:
-            out += range(i, i + len(sub))
-    return out
+def _ids(clip, text: str, key: str) -> list:
+    """The token ids of `text` in one tokenizer output, chunks joined."""
+    return [t for chunk in clip.tokenize(text)[key] for t, *_ in chunk]
+
+
+def _first_difference(a: list, b: list, start: int = 0) -> int:
+    i = start
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _added(before: list, after: list, longer: list) -> range:
+    """Positions of the tokens a piece of text adds to a prompt prefix: `before` (the prefix), `after` (prefix +
+    piece) and `longer` (prefix + piece + another word) are token lists of one tokenizer. The piece starts where
+    `after` leaves `before` and ends where `longer` leaves `after`, so padding, end tokens and chat templates
+    around the text never count; subword tokenizers merge a word with the space before it, so the piece is never
+    tokenized on its own."""
+    start = _first_difference(before, after)
+    return range(start, _first_difference(after, longer, start))
+
+
+def _occurrences(prompt: str, subject: str) -> list:
+    """Character offsets of the subject in the prompt (exact case first, else any case)."""
+    for text, sub in ((prompt, subject), (prompt.lower(), subject.lower())):
+        found, i = [], text.find(sub)
+        while i >= 0:
+            found.append(i)
+            i = text.find(sub, i + len(sub))
+        if found:
+            return found
+    return []
 
 
 def subject_positions(clip, prompt: str, subject: str, family, who: str):
-    """Positions of every occurrence of the subject's tokens (any number of them) in the prompt's text sequence,
-    over all the family's segments (consumers drop positions past the model's text length)."""
-    if not subject.strip():
+    """Positions of every occurrence of the subject's tokens in the tokenized prompt, over all the family's
+    segments in sequence order (consumers align them with the text sequence through the family adapter and drop
+    positions past it)."""
+    subject = subject.strip()
+    if not subject:
         raise ValueError(f"{who}: subject is empty; write the word(s) of the prompt that name the new object.")
-    tokens, alone, empty = (dict(segments(clip.tokenize(t), family)) for t in (prompt, subject, ""))
-    if not tokens:
+    full = dict(segments(clip.tokenize(prompt), family))
+    if not full:
         raise ValueError(f"{who}: this CLIP has no tokenizer for {family.label}; load the model's own text encoders.")
     positions, base = [], 0
-    for key, chunks in tokens.items():
-        special = {t for chunk in empty[key] for t in chunk}
-        want = [t for chunk in alone[key] for t in chunk if t not in special]
+    for key, chunks in full.items():
         flat = [t for chunk in chunks for t in chunk]
-        positions += [base + p for p in _find(flat, want)]
+        for at in _occurrences(prompt, subject):
+            end = at + len(subject)
+            before, after, longer = (_ids(clip, t, key) for t in (prompt[:at], prompt[:end], prompt[:end] + " and"))
+            span = _added(before, after, longer)
+            if span and after[span.start:span.stop] == flat[span.start:span.stop]:
+                positions += [base + p for p in span]
         base += len(flat)
     if not positions:
         raise ValueError(f"{who}: the subject \"{subject}\" does not appear in the prompt \"{prompt}\"; write it "
@@ -75,6 +104,8 @@ def prompt_positions(clip, text: str, suffix: str, family, text_len: int, who: s
     token_idx = range(1, EOT(prompt)) + [EOT(full prompt)]), in the text sequence of length `text_len`."""
     full = f"{text}, {suffix}" if suffix.strip() else text
     bare, whole = segments(clip.tokenize(text), family), segments(clip.tokenize(full), family)
+    if family.text_alignment == "end":
+        return _llm_prompt_positions(clip, text, full, whole, family, text_len, who)
     tk = clip.tokenizer
     ends = []
     for key, _ in whole:
@@ -98,3 +129,17 @@ def prompt_positions(clip, text: str, suffix: str, family, text_len: int, who: s
     if not tokens:
         raise ValueError(f"{who}: the prompt has no tokens; describe what to paint in the hole (e.g. \"a red hat\").")
     return tuple(sorted(set(tokens)))
+
+
+def _llm_prompt_positions(clip, text, full, whole, family, text_len, who):
+    """T for a language-model encoder (chat template, no end token): the tokens the bare prompt adds to the empty
+    one inside the template, lined up with the encoded sequence (the encoder may drop the template's prefix)."""
+    if not whole:
+        raise ValueError(f"{who}: this CLIP has no tokenizer for {family.label}; load the model's own text encoders.")
+    key, chunks = whole[0]
+    flat = [t for chunk in chunks for t in chunk]
+    span = _added(*(_ids(clip, t, key) for t in ("", text, text + " and")))
+    tokens = [q for q in (family.text_position(p, len(flat), text_len) for p in span) if 0 <= q < text_len]
+    if not tokens:
+        raise ValueError(f"{who}: the prompt has no tokens; describe what to paint in the hole (e.g. \"a red hat\").")
+    return tuple(tokens)

@@ -7,13 +7,22 @@ transformer_options, which ComfyUI 0.3.75 deep-copies on every clone), never the
 need them take the diffusion model `dm` as an argument.
 
 Kinds of attention calls: `self` (image tokens attend to image tokens), `cross` (image queries, text keys:
-UNet attn2), `joint` (text and image tokens in one sequence: DiTs).
+UNet attn2, Wan), `joint` (text and image tokens in one sequence: DiTs), `text` (text tokens only: the text
+refiners of Lumina2 / Z-Image and HunyuanVideo; no trick acts on them, Inspect lists them).
 """
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 TRICKS = ("apg", "route", "r2f", "addit", "designedit", "painta", "rasg", "search", "invert")
+KINDS = ("self", "cross", "joint", "text")
+
+
+def image_model(base) -> Optional[str]:
+    """The `image_model` of a BaseModel's config, as ComfyUI's detection wrote it ("flux", "flux2", "chroma",
+    "qwen_image", "lumina2", "hunyuan_video", "wan2.1", ...; None for the UNet and SD3)."""
+    cfg = getattr(getattr(base, "model_config", None), "unet_config", None) or {}
+    return cfg.get("image_model")
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,9 @@ class Family:
     groups_blocks: ClassVar[bool] = False       # block ids have a depth part (output.2.1 of output.2)
     default_downscale: ClassVar[int] = 8        # latent pixels per side, where the latent format does not say
     known_presets: ClassVar[tuple] = ()         # the papers' text layers measured on models of this family
-    tricks: ClassVar[tuple] = TRICKS
+    text_alignment: ClassVar[str] = "start"     # "end": the text encoder drops a template prefix or pads on the
+                                                # left, so its tokens line up with the text sequence's end
+    unsupported: ClassVar[dict] = {}            # trick -> why it is not meaningful here and what to use instead
 
     def __init__(self, label: str, patch: int, downscale: int, presets: tuple = ()):
         self.label = label              # "SD1.5", "SDXL", "SD3", "Flux", ...
@@ -122,6 +133,20 @@ class Family:
         return c_crossattn.shape[1] if c_crossattn is not None else 0
 
     # ---------------------------------------------------------------- tricks
+
+    @property
+    def tricks(self) -> tuple:
+        return tuple(t for t in TRICKS if t not in self.unsupported)
+
+    def require(self, trick: str, who: str):
+        """At patch time: a trick this family cannot do is refused, naming the family and what to use instead."""
+        if trick in self.unsupported:
+            raise ValueError(f"{who}: not available on {self.label} ({self.models}): {self.unsupported[trick]}")
+
+    def text_position(self, position: int, tokenized_len: int, text_len: int) -> int:
+        """Where token `position` of a tokenized prompt (`tokenized_len` tokens) lands in a text sequence of
+        `text_len` tokens: the same index, or aligned on the sequence's end (`text_alignment` "end")."""
+        return position + (text_len - tokenized_len if self.text_alignment == "end" else 0)
 
     def addit_layers(self, layers, early_end: float, late_end: float):
         """Add-it's plan: ({(block, kind): end fraction of extended attention}, {recording layers},
