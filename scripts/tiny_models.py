@@ -44,6 +44,16 @@ class TinyModel:
     inpaint: bool
     latent_channels: int
     unet_config: dict = dataclasses.field(repr=False, default_factory=dict)  # what detect_unet_config must return
+    # False: ComfyUI's detection recognises the file's family (image_model) but fixes sizes the tiny model shrinks
+    # (heads, widths, layer counts): it loads with `unet_config` in place of the detected one (load_with_config).
+    detected: bool = True
+    text_encoder: str | None = None  # a tiny text encoder of TEXT_ENCODERS, built in memory, instead of files["clip"]
+    vae: str = "taesd"  # the VAE file's architecture: "taesd", "taehv" (Wan / Qwen-Image video TAE), "flux2"
+
+    @property
+    def downscale(self) -> int:
+        """Image pixels per latent pixel."""
+        return 16 if self.vae == "flux2" else 8
 
 
 def _unet(channel_mult, num_res_blocks, depth, depth_output, middle, xl=False, in_channels=4):
@@ -100,6 +110,41 @@ def _flux_model(name, file, guidance, config_class):
     return TinyModel(name, "flux", "unet", files, "sd3", config_class, "Flux", False, 16, _flux(guidance))
 
 
+def _dit(name, config, config_class, model_class, latent, vae, text_encoder=None, clip_type=None, detected=False):
+    """A diffusion-model-only tiny model of a newer family (UNETLoader + VAELoader); CLIP-L for `clip_type`, else the
+    in-memory `text_encoder`. `vae` is (architecture, file name), shared between families of one latent format."""
+    files = {"unet": f"diffusion_models/sleight-tiny-{name.replace('_', '-')}.safetensors", "vae": f"vae/{vae[1]}"}
+    if clip_type is not None:
+        files["clip"] = CLIP_L_FILE
+    return TinyModel(name, config["image_model"], "unet", files, clip_type, config_class, model_class, False, latent,
+                     config, detected, text_encoder, vae[0])
+
+
+TAEF1 = ("taesd", "sleight-tiny-taef1.safetensors")
+TAEW21 = ("taehv", "sleight-tiny-taew21.safetensors")          # Wan 2.1's latent space (Qwen-Image uses it too)
+FLUX2_VAE = ("flux2", "sleight-tiny-flux2-vae.safetensors")    # the real Flux.2 VAE: ComfyUI fixes its widths
+
+
+# Flux.2 dev's layout at 256 wide: 0.3.75 detects 48 heads (6144 wide: 1.7 B parameters per double block); newer
+# ComfyUI (v0.9+) takes heads = width / 128, which this file needs. Its text is a tiny Qwen3 (the Klein models'
+# encoder) of width 64 = context_in_dim.
+FLUX2 = {"image_model": "flux2", "axes_dim": [32, 32, 32, 32], "num_heads": 2, "mlp_ratio": 3.0, "theta": 2000,
+         "out_channels": 128, "global_modulation": True, "vec_in_dim": None, "mlp_silu_act": True, "qkv_bias": False,
+         "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0, "in_channels": 128,
+         "hidden_size": 256, "context_in_dim": 64, "patch_size": 1, "depth": 2, "depth_single_blocks": 2,
+         "guidance_embed": True}
+# Chroma at 256 wide with a 1-layer, 64-wide approximator (ComfyUI fixes 3072 / 5120 x 5 for every Chroma file: the
+# approximator alone costs ~2 s per forward on 2 cores); T5-shaped text through the CLIP-L stand-in (4096 wide).
+CHROMA = {"image_model": "chroma", "axes_dim": [16, 56, 56], "num_heads": 2, "mlp_ratio": 4.0, "theta": 10000,
+          "out_channels": 64, "qkv_bias": True, "in_channels": 64, "hidden_size": 256, "context_in_dim": 4096,
+          "patch_size": 2, "depth": 2, "depth_single_blocks": 2, "in_dim": 64, "out_dim": 256, "hidden_dim": 64,
+          "n_layers": 1}
+# Qwen-Image at 2 heads x 128 with 3 blocks and a 64-wide text input (ComfyUI's class fixes 24 heads and the
+# Qwen2.5-VL width 3584; detection reads only image_model, in_channels, num_layers).
+QWEN_IMAGE = {"image_model": "qwen_image", "in_channels": 64, "num_layers": 3, "num_attention_heads": 2,
+              "attention_head_dim": 128, "joint_attention_dim": 64}
+
+
 MODELS: dict[str, TinyModel] = {m.name: m for m in [
     _ckpt("sd15", "sd15", "sleight-tiny-sd15.safetensors", SD15_MIN, "SD15", "BaseModel"),
     _ckpt("sd15_inpaint", "sd15", "sleight-tiny-sd15-inpaint.safetensors", {**SD15_MIN, "in_channels": 9},
@@ -113,6 +158,9 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
           "SD3", "SD3", latent=16),
     _flux_model("flux_dev", "sleight-tiny-flux-dev.safetensors", True, "Flux"),
     _flux_model("flux_schnell", "sleight-tiny-flux-schnell.safetensors", False, "FluxSchnell"),
+    _dit("flux2", FLUX2, "Flux2", "Flux2", 128, FLUX2_VAE, text_encoder="qwen3"),
+    _dit("chroma", CHROMA, "Chroma", "Chroma", 16, TAEF1, clip_type="sd3"),
+    _dit("qwen_image", QWEN_IMAGE, "QwenImage", "QwenImage", 16, TAEW21, text_encoder="qwen25"),
 ]}
 
 
@@ -146,12 +194,23 @@ def _randomize(module, tag):
 
 def _model_config(spec):
     import comfy.model_detection
+    import comfy.supported_models
 
+    if not spec.detected:          # the recipe's sizes, in the model config class of its family
+        return getattr(comfy.supported_models, spec.config_class)(dict(spec.unet_config))
     config = comfy.model_detection.model_config_from_unet_config(spec.unet_config)
     found = type(config).__name__ if config is not None else None
     if found != spec.config_class:
         raise AssertionError(f"{spec.name}: config detects as {found}, expected {spec.config_class}")
     return config
+
+
+def detected_family(sd) -> str | None:
+    """The image_model ComfyUI's own detection reads from a diffusion model's state dict (None: not recognised)."""
+    import comfy.model_detection
+
+    config = comfy.model_detection.model_config_from_unet(sd, "")
+    return None if config is None else config.unet_config.get("image_model", type(config).__name__)
 
 
 def _diffusion_model(spec):
@@ -162,7 +221,13 @@ def _diffusion_model(spec):
     config.set_inference_dtype(torch.float16, None)
     model = config.get_model({}, device=torch.device("cpu"))
     _randomize(model.diffusion_model, spec.name)
-    detected = comfy.model_detection.detect_unet_config(model.diffusion_model.state_dict(), "")
+    sd = model.diffusion_model.state_dict()
+    if not spec.detected:              # ComfyUI must still recognise the family
+        found = detected_family(sd)
+        if found != spec.unet_config["image_model"]:
+            raise AssertionError(f"{spec.name}: ComfyUI detects {found}, expected {spec.unet_config['image_model']}")
+        return model
+    detected = comfy.model_detection.detect_unet_config(sd, "")
     if detected != spec.unet_config:  # the saved keys must read back as the config we asked for
         diff = {k: (detected.get(k), spec.unet_config.get(k)) for k in {*detected, *spec.unet_config}
                 if detected.get(k) != spec.unet_config.get(k)}
@@ -179,6 +244,27 @@ def _clip(target):
     clip = comfy.sd.CLIP(target, model_options=options)
     _randomize(clip.cond_stage_model, "te")  # keys are clip_l.* / clip_g.* in every target: one CLIP-L everywhere
     return clip
+
+
+def _vae_sd(kind, latent_format):
+    """A VAE file of ComfyUI's own classes with seeded random weights, the layout comfy.sd.VAE detects."""
+    import comfy.ldm.models.autoencoder
+    import comfy.taesd.taehv
+
+    if kind == "taesd":
+        return _taesd_sd(latent_format)
+    if kind == "taehv":                       # fp32: ComfyUI reads it as a latent-space TAE needing no scaling
+        tae = comfy.taesd.taehv.TAEHV(latent_channels=latent_format.latent_channels)
+        _randomize(tae, f"taehv{latent_format.latent_channels}")
+        return tae.state_dict()
+    if kind == "flux2":                       # AutoencoderKL + batch-normed 2x2 patches: 128 channels at 1/16
+        dd = {"double_z": True, "z_channels": 32, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+              "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+              "batch_norm_latent": True}
+        vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dd, embed_dim=32)
+        _randomize(vae, "vae-flux2")
+        return {k: v.half() if v.is_floating_point() else v for k, v in vae.state_dict().items()}
+    raise ValueError(kind)
 
 
 def _taesd_sd(latent_format):
@@ -254,7 +340,7 @@ def _file_sd(spec, role):
     if role == "clip":
         return _clip_l_file_sd()
     if role == "vae":
-        return _taesd_sd(_model_config(spec).latent_format)
+        return _vae_sd(spec.vae, _model_config(spec).latent_format)
     raise ValueError(role)
 
 
@@ -353,13 +439,94 @@ def load(name, models_dir=MODELS_DIR):
         model, clip, vae = comfy.sd.load_checkpoint_guess_config(
             path["checkpoint"], output_vae=True, output_clip=True, embedding_directory=embeddings)[:3]
         return model, clip, vae
-    model = comfy.sd.load_diffusion_model(path["unet"], model_options={})
-    clip_type = getattr(comfy.sd.CLIPType, spec.clip_type.upper(), comfy.sd.CLIPType.STABLE_DIFFUSION)
-    clip = comfy.sd.load_clip(ckpt_paths=[path["clip"]], embedding_directory=embeddings, clip_type=clip_type,
-                              model_options={})
-    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(path["vae"]))
-    vae.throw_exception_if_invalid()
+    if spec.detected:
+        model = comfy.sd.load_diffusion_model(path["unet"], model_options={})
+    else:
+        model = load_with_config(path["unet"], spec)
+    if spec.text_encoder is not None:
+        clip = text_encoder(spec.text_encoder)
+    else:
+        clip_type = getattr(comfy.sd.CLIPType, spec.clip_type.upper(), comfy.sd.CLIPType.STABLE_DIFFUSION)
+        clip = comfy.sd.load_clip(ckpt_paths=[path["clip"]], embedding_directory=embeddings, clip_type=clip_type,
+                                  model_options={})
+    vae = None
+    if "vae" in path:
+        vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(path["vae"]))
+        vae.throw_exception_if_invalid()
     return model, clip, vae
+
+
+def load_with_config(path, spec):
+    """comfy.sd.load_diffusion_model's steps with the recipe's unet_config in place of the detected one (the file's
+    family is still checked against ComfyUI's detection): for tiny models whose sizes 0.3.75's detection fixes."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.utils
+
+    sd = comfy.utils.load_torch_file(str(path))
+    found = detected_family(sd)
+    if found != spec.unet_config["image_model"]:
+        raise ValueError(f"{path}: ComfyUI detects {found}, not {spec.unet_config['image_model']}")
+    config = _model_config(spec)
+    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(sd),
+                          supported_dtypes=list(config.supported_inference_dtypes),
+                          weight_dtype=comfy.utils.weight_dtype(sd))
+    config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
+    model = config.get_model(sd, "").to(offload_device)
+    model.load_model_weights(sd, "")
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+# Tiny text encoders of the LLM-encoded families, built in memory from ComfyUI's own tokenizer and text-encoder
+# classes (the real tokenizers and chat templates; the transformer shrunk through ComfyUI's `<name>_model_config`
+# option, the hook its loaders pass model_options through). Output width = the tiny DiT's text width.
+TINY_LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 2,
+            "num_key_value_heads": 1}
+TEXT_ENCODERS = {
+    # Z-Image's and Flux.2 Klein's encoder: Qwen3 (layer -2 of the hidden states)
+    "qwen3": ("comfy.text_encoders.z_image", "ZImageTokenizer", "ZImageTEModel", {"qwen3_4b_model_config": TINY_LLM}),
+    # Qwen-Image's: Qwen2.5-VL, text tower only (a text-only prompt never reaches the vision tower); the encoder
+    # drops the chat template's system prefix
+    "qwen25": ("comfy.text_encoders.qwen_image", "QwenImageTokenizer", "QwenImageTEModel",
+               {"qwen25_7b_class": "text_only_qwen25", "qwen25_7b_model_config": {**TINY_LLM, "num_key_value_heads": 2}}),
+}
+
+
+def _text_only_qwen25():
+    """Qwen2.5-VL's text encoder class (comfy.text_encoders.qwen_image.Qwen25_7BVLIModel) on ComfyUI's text-only
+    Qwen2.5 transformer: the 7B's vision tower alone is 0.6 B parameters."""
+    import comfy.text_encoders.llama
+    from comfy import sd1_clip
+
+    class TextOnlyQwen25(sd1_clip.SDClipModel):
+        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, attention_mask=True,
+                     model_options={}):
+            super().__init__(device=device, layer=layer, layer_idx=layer_idx, textmodel_json_config={}, dtype=dtype,
+                             special_tokens={"pad": 151643}, layer_norm_hidden_state=False,
+                             model_class=comfy.text_encoders.llama.Qwen25_3B, enable_attention_masks=attention_mask,
+                             return_attention_masks=attention_mask, model_options=model_options)
+    return TextOnlyQwen25
+
+
+def text_encoder(name):
+    """A CLIP (comfy.sd.CLIP) of TEXT_ENCODERS[name] with seeded random weights."""
+    import importlib
+
+    import torch
+    import comfy.sd
+    import comfy.supported_models_base as smb
+
+    bootstrap()
+    module, tokenizer, te, options = TEXT_ENCODERS[name]
+    module = importlib.import_module(module)
+    options = {k: (_text_only_qwen25() if v == "text_only_qwen25" else v) for k, v in options.items()}
+    cpu = torch.device("cpu")
+    clip = comfy.sd.CLIP(smb.ClipTarget(getattr(module, tokenizer), getattr(module, te)),
+                         model_options={**options, "dtype": torch.float32, "load_device": cpu, "offload_device": cpu,
+                                        "initial_device": cpu})
+    _randomize(clip.cond_stage_model, f"te-{name}")
+    return clip
 
 
 def encode(clip, text):
@@ -402,7 +569,8 @@ def sample(name, model, clip, size=64, steps=1, cfg=None, seed=0, prompt="a red 
     cfg = default_cfg(name) if cfg is None else cfg
     positive = encode(clip, prompt) if positive is None else positive
     negative = encode(clip, "") if negative is None else negative
-    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, size // 8, size // 8]))
+    side = size // MODELS[name].downscale
+    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, side, side]))
     noise = comfy.sample.prepare_noise(latent, seed)
     return comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
                                denoise=1.0, disable_pbar=True, seed=seed)

@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 
+import comfy.utils
 import tiny_models as tm
 
 # (kind, block index) -> transformer_blocks per SpatialTransformer; the layout models match real SD1.5 / SDXL.
@@ -43,6 +44,9 @@ def attention_layout(diffusion_model):
 
 def test_detected_as_real_architecture(loaded):
     spec, model, clip, vae = loaded
+    if not spec.detected:       # ComfyUI's own detection still names the family of the file
+        sd = comfy.utils.load_torch_file(str(tm.MODELS_DIR / spec.files["unet"]))
+        assert tm.detected_family(sd) == spec.unet_config["image_model"]
     assert type(model.model.model_config).__name__ == spec.config_class
     assert type(model.model).__name__ == spec.model_class
     assert vae.latent_channels == spec.latent_channels
@@ -68,6 +72,12 @@ def test_block_layout(loaded):
         assert len(dm.joint_blocks) == 2
     elif spec.arch == "flux":
         assert (len(dm.double_blocks), len(dm.single_blocks), dm.hidden_size) == (1, 1, 3072)
+    elif not spec.detected:        # the recipe's sizes, not the ones 0.3.75's detection fixes
+        cfg = model.model.model_config.unet_config
+        assert {k: cfg[k] for k in spec.unet_config} == spec.unet_config
+        n = sum(len(getattr(dm, stack, ())) for stack in ("double_blocks", "single_blocks", "transformer_blocks"))
+        assert n == spec.unet_config.get("depth", 0) + spec.unet_config.get("depth_single_blocks", 0) + \
+            spec.unet_config.get("num_layers", 0)
     else:
         layout = attention_layout(dm)
         assert layout == EXPECTED_BLOCKS[spec.name]
@@ -82,7 +92,8 @@ def test_one_step(loaded):
     with torch.inference_mode():
         cond = tm.encode(clip, "a red circle on a blue background")  # one encode: CLIP-G is slow on CPU
         latent = tm.sample(spec.name, model, clip, size=64, positive=cond, negative=cond)
-        assert latent.shape == (1, spec.latent_channels, 8, 8)
+        side = 64 // spec.downscale
+        assert latent.shape[:2] == (1, spec.latent_channels) and latent.shape[-2:] == (side, side)
         assert torch.isfinite(latent).all()
         image = vae.decode(latent)
     assert image.shape[-3:] == (64, 64, 3)

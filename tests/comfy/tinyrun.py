@@ -9,7 +9,8 @@ ARCH_MODELS = ["sd15", "sdxl", "sd3", "flux_dev"]          # one model per archi
 ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
 WITH_SD35 = ALL_SIX + ["sd35"]
 # the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family
-FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev"}
+FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev", "flux2": "flux2", "chroma": "chroma",
+                 "qwen_image": "qwen_image"}
 
 
 @functools.lru_cache(maxsize=3)
@@ -23,9 +24,12 @@ def encode(clip, text):
 
 
 def latent_for(model, batch=1, size=64):
+    """An empty latent of a size×size image, as the family's Empty Latent node makes it."""
     import comfy.sample
+    from sleight.attention_patches.core import families
 
-    return comfy.sample.fix_empty_latent_channels(model, torch.zeros([batch, 4, size // 8, size // 8]))
+    h, w = families.detect(model).latent_size(size, size)
+    return comfy.sample.fix_empty_latent_channels(model, torch.zeros([batch, 4, h, w]))
 
 
 def sample(model, positive, negative, cfg=3.0, steps=3, batch=1, size=64, seed=7, callback=None, sampler="euler"):

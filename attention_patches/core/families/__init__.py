@@ -5,12 +5,15 @@ diffusion model it runs and its model config, never by a class name two families
 adapter's instance for the model. A model no adapter claims is refused with the list of what is supported.
 Adding a family = one module here with a `Family` subclass, listed in FAMILIES.
 """
-from .base import TRICKS, Call, Family, Layer, Preset  # noqa: F401  (the interface, for the rest of the pack)
+from .base import KINDS, TRICKS, Call, Family, Layer, Preset  # noqa: F401  (the interface, for the rest of the pack)
+from .chroma import Chroma
 from .flux import Flux
+from .flux2 import Flux2
 from .mmdit import MMDiT
+from .qwen_image import QwenImage
 from .unet import UNet
 
-FAMILIES = (UNet, MMDiT, Flux)
+FAMILIES = (UNet, MMDiT, Flux, Flux2, Chroma, QwenImage)
 PRESETS = {p.name: p for family in FAMILIES for p in family.known_presets}   # every paper's text layers
 UNSUPPORTED_HINT = "Sleight supports " + ", ".join(f.models for f in FAMILIES)
 

@@ -1,0 +1,68 @@
+"""Where a prompt's words land in the text sequence each family's model attends to.
+
+The families whose text encoder is a causal language model (tiny ones in the tests, with the real tokenizers and chat
+templates) give an independent check: two prompts that differ only in one word give text sequences whose rows agree
+up to that word's row and differ there. The sequence is taken where the model receives it (APPLY_MODEL), after
+whatever the family does to it (Flux.2 pads it on the left to 512 tokens, Qwen-Image's encoder drops its template's
+system prefix), so the adapter's alignment and the token finders are checked against what the model really sees.
+"""
+import pytest
+import torch
+
+import comfy.patcher_extension as pe
+import comfy.sample
+import tiny_models
+from sleight.attention_patches.core import families, tokens
+from tinyrun import FAMILY_MODELS, encode, latent_for, load
+
+LLM_FAMILIES = [k for k, n in FAMILY_MODELS.items() if tiny_models.MODELS[n].text_encoder is not None]
+A, B = "a red circle and a cat on a blue background", "a red circle and a dog on a blue background"
+
+
+def text_seen_by_model(model, clip, prompt):
+    """The text sequence (c_crossattn) the diffusion model receives for this prompt, as the positive of one step."""
+    seen = []
+
+    def spy(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        seen.append(c_crossattn)
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    m = model.clone()
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test.spy", spy)
+    latent = latent_for(m)
+    comfy.sample.sample(m, comfy.sample.prepare_noise(latent, 0), 1, 1.0, "euler", "normal", encode(clip, prompt),
+                        encode(clip, prompt), latent, disable_pbar=True, seed=0)
+    return seen[0][0]
+
+
+def first_difference(a, b):
+    rows = (a != b).any(dim=-1).nonzero()
+    return int(rows[0]) if len(rows) else None
+
+
+@pytest.mark.parametrize("key", LLM_FAMILIES)
+def test_the_subject_lands_on_the_row_where_it_changes_the_text(key):
+    model, clip, _ = load(FAMILY_MODELS[key])
+    family = families.detect(model)
+    a, b = text_seen_by_model(model, clip, A), text_seen_by_model(model, clip, B)
+    assert a.shape == b.shape
+    where = first_difference(a, b)
+    positions = tokens.subject_positions(clip, A, "cat", family, "test")
+    assert len(positions) == 1
+    got = family.text_position(positions[0], tokens.token_count(clip, A), a.shape[0])
+    assert got == where, f"{family.label}: the subject maps to row {got}, the text changes at row {where}"
+
+
+@pytest.mark.parametrize("key", LLM_FAMILIES)
+def test_hd_painters_prompt_tokens_are_the_prompts_rows(key):
+    """HD-Painter's T on a language-model encoder: the rows of the bare prompt's words in the encoded prompt (the
+    encoder's own output, before the model pads it)."""
+    model, clip, _ = load(FAMILY_MODELS[key])
+    family = families.detect(model)
+    emb = encode(clip, "a red hat, Full HD")[0][0]
+    t = tokens.prompt_positions(clip, "a red hat", "Full HD", family, emb.shape[1], "test")
+    other = encode(clip, "the red hat, Full HD")[0][0]
+    assert first_difference(emb[0], other[0]) == t[0]
+    assert list(t) == list(range(t[0], t[0] + len(t))) and len(t) >= 3
+    hats = encode(clip, "a red cap, Full HD")[0][0]
+    assert first_difference(emb[0], hats[0]) == t[-1]          # "hat" is the prompt's last token
