@@ -135,7 +135,8 @@ class AddItAttention:
         if not any(r in rows for r in TARGET_ROLES):
             return False
         st = self.state(call.run)
-        return self.records(call, st) or ((call.block, call.kind) in st.cache and self.active(call))
+        return self.records(call, st) or (((call.block, call.kind) in st.cache or call.refs is not None)
+                                          and self.active(call))
 
     def run(self, call, attend):
         rows, st = call.rows, self.state(call.run)
@@ -147,7 +148,9 @@ class AddItAttention:
             raise ValueError("Sleight · Add-it: this model passes an attention mask to its attention; extended "
                              "attention is not supported on it.")
         entry = st.cache.get((call.block, call.kind))
-        extended = entry is not None and entry[0] == call.sigma and self.active(call)
+        from_source = entry is not None and entry[0] == call.sigma and self.active(call)
+        # edit models (Qwen-Image-Edit, Flux Kontext / Flux.2): the reference image in the call is the source
+        from_refs = not from_source and call.refs is not None and self.active(call)
         target = [r for role in TARGET_ROLES for r in rows.get(role, [])]
         out = torch.empty_like(call.q)
         keep = [r for r in range(call.q.shape[0]) if r not in set(target)]
@@ -155,8 +158,14 @@ class AddItAttention:
             out[keep] = attend(call.subset(keep))
         sub = call.subset(target)
         offset = 0
-        if extended:
-            _, k_src, v_src = entry
+        if from_refs:                            # the reference tokens' own queries attend plainly
+            refs = call.refs
+            out[target, :, refs] = attend(sub.replace(q=sub.q[:, :, refs]))
+            k_src, v_src = sub.k[:, :, refs], sub.v[:, :, refs]
+            sub = sub.replace(q=sub.q[:, :, :refs.start], k=sub.k[:, :, :refs.start], v=sub.v[:, :, :refs.start])
+        if from_source or from_refs:
+            if from_source:
+                _, k_src, v_src = entry
             offset = k_src.shape[2]
             seen = {}
 
@@ -165,7 +174,8 @@ class AddItAttention:
                 return attend(seen["sub"])
 
             gamma = st.gamma if st.probe is None else st.probe["gamma"]
-            out[target] = extended_attention(attend_qkv, sub.q, k_src, v_src, sub.k, sub.v, gamma)
+            queries = slice(0, sub.q.shape[2])
+            out[target, :, queries] = extended_attention(attend_qkv, sub.q, k_src, v_src, sub.k, sub.v, gamma)
             sub = seen["sub"]
             if st.probe is not None and (call.block, call.kind) in self.ratio_layers and "cond" in rows:
                 self._measure(call, st, sub, [target.index(r) for r in rows["cond"]], offset)

@@ -76,8 +76,10 @@ def install(model, source, positions, settings: AddItSettings, own_text_len=None
                 x.copy_(mask * x + (1 - mask) * src)   # x_tgt = m·x_tgt + (1 − m)·x_src
 
     def active(run, timestep):
+        """The source row runs in the extended-attention window, unless the target carries a reference image
+        (an edit model's own source path: the effect takes its tokens from the target's call)."""
         i, _ = run.step_of(timestep)
-        return i <= schedule.last_step(ext_end, len(run.sigmas) - 1)
+        return not _has_references(run.guider) and i <= schedule.last_step(ext_end, len(run.sigmas) - 1)
 
     def after_source(run, x, timestep, model_options):
         if settings.auto_at is None:
@@ -104,6 +106,10 @@ def install(model, source, positions, settings: AddItSettings, own_text_len=None
     router.install(m, effect, who)
     hooks.on_run(m, MASK_KEY, after=lambda run, out: _attach_mask(out, effect.state(run).mask))
     return m, effect
+
+
+def _has_references(guider) -> bool:
+    return any("reference_latents" in c for c in guider.conds.get("positive", []) or [])
 
 
 def _blend_mask(st, settings, latent_hw, batch, who):

@@ -188,7 +188,7 @@ def add_source_row(model, trajectory: SourceTrajectory, active=None, before_sour
     may change x in place), then, when `active(run, timestep)` is true (default: always), one forward of the
     source conditioning on the source latent at this sigma. Its batch rows carry the role `key`, so a router
     effect records its K/V there (in its per-run state) and injects into the target's rows right after;
-    `after_source(run, x, timestep, model_options)` then runs if given (Add-it's auto γ probes the target
+    `after_source(run, x, timestep, model_options)` then runs if given, active or not (Add-it's auto γ probes the target
     there); `after_run(run)` when sampling ends or is interrupted. `run` is this run's SourceRun.
 
     Why a pre-pass and not the same forward: `calc_cond_batch` evaluates every cond on one shared x, and the
@@ -218,8 +218,8 @@ def add_source_row(model, trajectory: SourceTrajectory, active=None, before_sour
         if active is None or active(src_run, timestep):
             x_src = src_run.source_at(timestep, x)
             run_side(run.guider, key, x_src, timestep[:1], model_options)
-            if after_source is not None:
-                after_source(src_run, x, timestep, model_options)
+        if after_source is not None:
+            after_source(src_run, x, timestep, model_options)
 
     def end(run):
         if after_run is not None:

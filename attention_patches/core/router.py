@@ -56,6 +56,7 @@ class AttentionCall:
     mask: Optional[torch.Tensor] = None   # the model's own additive/bool mask, if any
     bias: Optional[torch.Tensor] = None   # additive logit bias from effects, broadcastable to (B,H,Lq,Lk)
     batch_rows: Optional[list] = None     # forward rows this call holds, when an effect split the batch
+    refs: Optional[slice] = None          # reference-image tokens among the query tokens (edit models)
 
     @property
     def rows(self):
@@ -200,7 +201,7 @@ class Router:
         where = fwd.family.describe(fwd, to, q_len, k_len)
         return AttentionCall(q=_to_bhld(q, heads, skip), k=_to_bhld(k, heads, skip), v=_to_bhld(v, heads, skip),
                              heads=heads, kind=where.kind, block=where.block, index=index, img=where.img,
-                             txt=where.txt, grid=where.grid, forward=fwd,
+                             txt=where.txt, grid=where.grid, forward=fwd, refs=where.refs,
                              mask=kwargs.get("mask", args[4] if len(args) > 4 else None))
 
     def __call__(self, func, *args, **kwargs):

@@ -56,6 +56,7 @@ class Call:
     img: slice                    # image tokens among the query tokens
     txt: Optional[slice]          # text tokens among the key tokens (cross: all; joint: the text part)
     grid: tuple                   # (h, w) of the image tokens at this layer
+    refs: Optional[slice] = None  # reference-image tokens after the image (edit models: Qwen-Image-Edit, Kontext)
 
 
 class Family:

@@ -38,8 +38,9 @@ class Flux(Family):
     def describe(self, fwd, to, q_len, k_len):
         grid = self.image_grid(fwd.latent_hw)
         block = f"{to.get('block_type', 'double')}.{to.get('block_index', 0)}"
-        start = fwd.txt_len
-        return Call(block, "joint", slice(start, start + grid[0] * grid[1]), slice(0, start), grid)
+        start, stop = fwd.txt_len, fwd.txt_len + grid[0] * grid[1]
+        refs = slice(stop, q_len) if q_len > stop else None
+        return Call(block, "joint", slice(start, stop), slice(0, start), grid, refs)
 
     def addit_layers(self, layers, early_end, late_end):
         """The paper's own split: double-stream blocks end at `early_end`, single-stream at `late_end`; auto γ
