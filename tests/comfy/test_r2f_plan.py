@@ -2,17 +2,30 @@
 
 The language model is a tiny Qwen of ComfyUI's own classes (Z-Image's Qwen3-4B encoder class, OmniGen2's
 Qwen2.5-VL-3B class) with random seeded weights (tiny_models.language_clip): it writes nonsense, so the decoder is
-checked against ComfyUI's own forward.
+checked against ComfyUI's own forward, and the plan path on hand-written answers in the official format.
 """
+import time
+
 import pytest
 import torch
 
 import comfy.model_management as mm
 import comfy.utils
 import tiny_models
-from sleight.samplers import text_generation
+from sleight.nodes.prompt import LEVEL_KEY, STAGE_KEY, SleightR2FPlan, SleightRareToFrequent, _conditionings
+from sleight.samplers import r2f_plan, r2f_text, text_generation
+from sleight.samplers.r2f import DEFAULT_ALPHAS
+from tinyrun import encode, load, sample
 
 PROMPT = "A hairy hamburger on a wooden table"
+PLAN = dict(decoding="greedy", seed=0, max_new_tokens=12, on_failure="plain prompt")
+R2F = dict(visual_detail_level=3, mode="alternate", stop_percent=-1.0, level_map="auto", alphas=DEFAULT_ALPHAS)
+ANSWER = """a. Rare concept: A hairy hamburger
+b. A hairy hamburger hardly occurs in reality, a hairy object does. Main noun: hamburger, context: hairy, frequent noun: object
+c. A hairy object BREAK A hairy hamburger
+d. Hair is drawn strand by strand, the finest local detail. Visual Detail Level: 5
+### Visual Detail Level: 5
+### Final Prompt Sequence: A hairy object BREAK A hairy hamburger"""
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +119,82 @@ def test_prompt_ends_with_qwen3_no_thinking_block(qwen3):
     assert ids[-(2 + 2 * len(blank)):] == [text_generation.QWEN3_THINK[0], *blank, text_generation.QWEN3_THINK[1], *blank]
     assert lm.tokenizer.decode(ids[:-(2 + 2 * len(blank))]) == \
         "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+
+
+# ------------------------------------------------------------------ the instruction and the answer
+
+def test_every_few_shot_answer_parses_to_its_plan():
+    wanted = {"A hairy hamburger": (("A hairy object",), (5,)), "A peach made of glass": (("A pink sphere made of glass",), (4,)),
+              "A horned frog": (("A horned animal",), (3,)), "A swimming helicopter": (("A swimming vehicle",), (2,)),
+              "A banana shaped apple": (("A banana shaped red object",), (1,)), "A running dog": ((), ()),
+              "A horned lion and a hairy frog": (("A horned animal and a hairy animal", "A horned lion and a hairy animal"),
+                                                 (3, 5))}
+    message = r2f_plan.user_message(PROMPT)
+    assert message.endswith(f"### Input: {PROMPT}\n### Output:\n")
+    for text, concepts in r2f_plan._EXAMPLES:
+        spec = r2f_text.parse_r2f_text(r2f_text.plan_of_answer(text, r2f_plan._answer(text, concepts)))
+        assert (spec.stages, spec.levels) == wanted[text], text
+        assert f"### Input: {text}\n### Output:\n{r2f_plan._answer(text, concepts)}" in message
+
+
+def test_answer_in_the_official_format_becomes_the_stages(qwen3):
+    model, clip, _ = load("sd15")
+    plan = r2f_plan.plan_from_answer(PROMPT, ANSWER + "\n\n### Input: A swimming helicopter\n### Output:\nc. ...")
+    assert not plan.warning and plan.text.startswith(f"### Input: {PROMPT}\n") and "helicopter" not in plan.text
+    assert plan.spec.stages == ("A hairy object on a wooden table",) and plan.spec.levels == (5,)
+    rare, frequent, levels, _ = _conditionings(clip, plan.spec)
+    assert levels == "5" and [(e[1][STAGE_KEY], e[1][LEVEL_KEY]) for e in frequent] == [(0, 5)]
+    assert torch.equal(frequent[0][0], encode(clip, "A hairy object on a wooden table")[0][0])
+    assert torch.equal(rare[0][0], encode(clip, PROMPT)[0][0])
+    # the plan text reads back through Sleight · R2F prompt's parser to the same plan
+    assert r2f_text.parse_r2f_text(plan.text) == plan.spec
+
+
+# ------------------------------------------------------------------ the node
+
+def test_unparseable_answer_falls_back_to_the_plain_prompt_bit_identically(qwen3, caplog):
+    model, clip, _ = load("sd15")
+    with caplog.at_level("WARNING", logger="sleight"):
+        out = SleightR2FPlan.execute(qwen3, "  A hairy\nhamburger  ", encode_clip=clip, **PLAN)
+    rare, frequent, levels, text = out.result
+    assert "Sleight · R2F plan: the language model's answer did not parse" in caplog.text
+    assert "stopped at max_new_tokens = 12" in text
+    assert text.splitlines()[-2:] == ["### Input: A hairy hamburger", "### Visual Detail Level: 0"]
+    assert all(ln.startswith("# ") for ln in text.splitlines()[:-2])
+    assert r2f_text.parse_r2f_text(text).stages == ()          # the plan text still reads as an R2F prompt
+    assert levels == "" and frequent[0][1][LEVEL_KEY] == 0
+    assert torch.equal(rare[0][0], encode(clip, "A hairy hamburger")[0][0])
+    neg = encode(clip, "")
+    patched = SleightRareToFrequent.execute(model, rare, frequent, **R2F).result[0]
+    assert torch.equal(sample(patched, rare, neg, steps=3), sample(model, rare, neg, steps=3))
+    with pytest.raises(ValueError, match="Sleight · R2F plan: the language model's answer did not parse.*The answer was"):
+        SleightR2FPlan.execute(qwen3, PROMPT, **{**PLAN, "on_failure": "raise"})
+
+
+def test_unicode_empty_and_very_long_prompts(qwen3):
+    rare, frequent, levels, text = SleightR2FPlan.execute(qwen3, "ein haariger Hamburger 🍔 auf 木の机", **PLAN).result
+    assert "### Input: ein haariger Hamburger 🍔 auf 木の机" in text and rare[0][0].shape[-1] == 64
+    t = time.monotonic()
+    rare, _, _, text = SleightR2FPlan.execute(qwen3, " \n ", **{**PLAN, "on_failure": "raise"}).result
+    assert "the prompt is empty" in text and rare[0][0].shape[1] >= 1
+    long = "a hairy hamburger on a table " * 300
+    _, _, _, text = SleightR2FPlan.execute(qwen3, long, **PLAN).result
+    assert "tokens long; plans are written for prompts of at most 1024 tokens" in text
+    assert time.monotonic() - t < 5, "neither the empty nor the long prompt should reach the language model"
+    with pytest.raises(ValueError, match="R2F plan: the prompt is 1800 tokens long"):
+        SleightR2FPlan.execute(qwen3, long, **{**PLAN, "on_failure": "raise"})
+
+
+def test_encoders_that_cannot_write_are_refused_naming_those_that_can():
+    import comfy.ops
+    from comfy.text_encoders import llama
+
+    _, clip_l, _ = load("sd15")
+    with pytest.raises(ValueError, match="R2F plan: this CLIP holds no language model.*Qwen3-4B \\(Z-Image"):
+        SleightR2FPlan.execute(clip_l, PROMPT, **PLAN)
+    with pytest.raises(ValueError, match="R2F plan: the clip input is empty.*Qwen3-4B"):
+        SleightR2FPlan.execute(None, PROMPT, **PLAN)
+    # a language model loaded without its output head (untied: Llama, Mistral, Qwen2.5-VL-7B on ComfyUI 0.3.75)
+    untied = llama.Llama2({**tiny_models.TINY_QWEN, "vocab_size": 256}, torch.float32, "cpu", comfy.ops.manual_cast)
+    with pytest.raises(ValueError, match="loaded without its output head.*Qwen3-4B"):
+        text_generation._check_decodable(untied, "Llama2", "Sleight · R2F plan")
