@@ -4,13 +4,16 @@ The language model is a tiny Qwen of ComfyUI's own classes (Z-Image's Qwen3-4B e
 Qwen2.5-VL-3B class) with random seeded weights (tiny_models.language_clip): it writes nonsense, so the decoder is
 checked against ComfyUI's own forward, and the plan path on hand-written answers in the official format.
 """
+import json
 import time
+import uuid
 
 import pytest
 import torch
 
 import comfy.model_management as mm
 import comfy.utils
+import demo
 import tiny_models
 from sleight.nodes.prompt import LEVEL_KEY, STAGE_KEY, SleightR2FPlan, SleightRareToFrequent, _conditionings
 from sleight.samplers import r2f_plan, r2f_text, text_generation
@@ -198,3 +201,97 @@ def test_encoders_that_cannot_write_are_refused_naming_those_that_can():
     untied = llama.Llama2({**tiny_models.TINY_QWEN, "vocab_size": 256}, torch.float32, "cpu", comfy.ops.manual_cast)
     with pytest.raises(ValueError, match="loaded without its output head.*Qwen3-4B"):
         text_generation._check_decodable(untied, "Llama2", "Sleight · R2F plan")
+
+
+# ------------------------------------------------------------------ headless: the example's API prompt
+
+class _Server:
+    """What PromptExecutor sends to: ComfyUI's PromptServer, minus the network (messages are recorded)."""
+
+    def __init__(self):
+        self.client_id, self.last_node_id, self.messages = None, None, []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+class TinyQwen3CLIP:
+    """Stands in for the example's CLIPLoader: the tiny Qwen3 CLIP of the fixture (a real loader builds Qwen3-4B
+    at its fixed full size)."""
+
+    clip = None
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def load(self):
+        return (self.clip,)
+
+
+def test_example_api_prompt_runs_headless_into_rare_to_frequent(qwen3, tmp_path):
+    """The example's API twin through ComfyUI's own validation and PromptExecutor, in this process: its CLIPLoader
+    becomes a node that hands over the fixture's tiny Qwen3, the checkpoint the tiny SD1.5 (the demo's swap)."""
+    import asyncio
+
+    import execution
+    import folder_paths
+    import nodes
+    from PIL import Image
+    from sleight.nodes import NODES
+
+    stem = "sleight-r2f-plan"
+    assert stem in demo.NO_TINY_TWIN
+    prompt, needed = demo.tiny_prompt(json.loads((demo.API_TWINS / f"{stem}.api.json").read_text()))
+    tiny_models.ensure_models(names=needed)
+    loaders = [k for k, n in prompt.items() if n["class_type"] == "CLIPLoader"]
+    assert [prompt[k]["inputs"]["clip_name"] for k in loaders] == ["qwen_3_4b.safetensors"]
+    prompt[loaders[0]] = {"class_type": "TinyQwen3CLIP", "inputs": {}}
+    for node in prompt.values():
+        if "steps" in node["inputs"]:
+            node["inputs"]["steps"] = 3
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"].update(width=64, height=64)
+        if node["class_type"] == "SleightR2FPlan":
+            node["inputs"]["max_new_tokens"] = 16
+    plan_id = next(k for k, n in prompt.items() if n["class_type"] == "SleightR2FPlan")
+    TinyQwen3CLIP.clip = qwen3
+    added = {"TinyQwen3CLIP": TinyQwen3CLIP, **{c.GET_SCHEMA().node_id: c for c in NODES}}
+    before = {k: nodes.NODE_CLASS_MAPPINGS.get(k) for k in added}
+    nodes.NODE_CLASS_MAPPINGS.update(added)
+    checkpoints, output = str(tiny_models.MODELS_DIR / "checkpoints"), folder_paths.get_output_directory()
+    folder_paths.add_model_folder_path("checkpoints", checkpoints)
+    folder_paths.set_output_directory(str(tmp_path))
+    try:
+        prompt_id = str(uuid.uuid4())
+        valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+        assert valid, (error, node_errors)
+        server = _Server()
+        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0})
+        executor.execute(prompt, prompt_id, {"client_id": "test"}, outputs)
+        assert executor.success, [m for m in server.messages if m[0] == "execution_error"]
+    finally:
+        folder_paths.set_output_directory(output)
+        folder_paths.folder_names_and_paths["checkpoints"][0].remove(checkpoints)
+        for k, v in before.items():
+            if v is None:
+                nodes.NODE_CLASS_MAPPINGS.pop(k, None)
+            else:
+                nodes.NODE_CLASS_MAPPINGS[k] = v
+    done = [d["node"] for e, d in server.messages if e == "executed"]
+    assert plan_id in done
+    shown = "".join(executor.history_result["outputs"][plan_id]["text"])
+    assert "answer did not parse" in shown and "### Input: A hairy hamburger on a wooden table" in shown
+    images = {d["node"]: d["output"]["images"] for e, d in server.messages if e == "executed" and "images" in d["output"]}
+    assert len(images) == 2                      # the baseline and the Rare-to-Frequent Save nodes
+    pixels = []
+    for (img,) in images.values():
+        with Image.open(tmp_path / img["subfolder"] / img["filename"]) as im:
+            pixels.append(im.tobytes())
+    assert pixels[0] == pixels[1], "a plan that fell back must leave sampling as it was"
