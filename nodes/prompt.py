@@ -319,7 +319,8 @@ class SleightR2FPlan(io.ComfyNode):
                     tooltip="The visual detail levels in stage order, e.g. '3, 5' (empty without a rare concept)."),
                 io.String.Output(
                     display_name="plan",
-                    tooltip="The plan as text, in the format Sleight · R2F prompt reads: show it, or edit it there."),
+                    tooltip="The plan as text, in the format Sleight · R2F prompt reads: connect a Preview Any node to "
+                            "read it, or paste it into Sleight · R2F prompt to edit it."),
             ],
         )
 

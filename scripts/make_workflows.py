@@ -116,17 +116,18 @@ def spec_r2f_plan():
                 ("llm", "CLIPLoader", "Load CLIP (Qwen3-4B: writes the plan)",
                  {"clip_name": QWEN3_4B["name"], "type": "lumina2"}, 0, 0),
                 ("plan", "SleightR2FPlan", "Sleight · R2F plan", {"prompt": "A hairy hamburger on a wooden table"}, 1, 0),
-                ("r2f", "SleightRareToFrequent", "Sleight · Rare-to-Frequent", {}, 2, 1)],
+                ("r2f", "SleightRareToFrequent", "Sleight · Rare-to-Frequent", {}, 2, 1),
+                ("show", "PreviewAny", "Preview Any · the plan", {}, 2, 2)],
             "links": links + more_links + [
-                ("llm", 0, "plan", "clip"), ("ckpt", 1, "plan", "encode_clip"),
+                ("llm", 0, "plan", "clip"), ("ckpt", 1, "plan", "encode_clip"), ("plan", 3, "show", "source"),
                 ("plan", 0, "k0", "positive"), ("plan", 0, "k1", "positive"),
                 ("ckpt", 0, "r2f", "model"), ("plan", 0, "r2f", "rare"), ("plan", 1, "r2f", "frequent"),
                 ("r2f", 0, "k1", "model")],
             "model": SD15, "node_models": {"llm": [QWEN3_4B]},
             "note": "Rare-to-Frequent without an outside LLM.\nSleight · R2F plan asks the language model of a text "
                     "encoder, here Z-Image's Qwen3-4B (loaded only to plan), for the paper's plan: 'a hairy object' "
-                    "before 'a hairy hamburger', level 5. The plan shows on the node and is encoded by the "
-                    "checkpoint's CLIP (encode_clip) for Sleight · Rare-to-Frequent.\nWith Z-Image itself, one CLIP "
+                    "before 'a hairy hamburger', level 5. Preview Any shows the plan; the checkpoint's CLIP "
+                    "(encode_clip) encodes it for Sleight · Rare-to-Frequent.\nWith Z-Image itself, one CLIP "
                     "plans and encodes (leave encode_clip empty); this SD1.5 graph stands in until Sleight has a "
                     "Z-Image adapter.\nAn answer that does not parse runs the plain prompt; the plan text says why."}
 
@@ -377,6 +378,7 @@ BUILD_JS = r"""(spec) => {
     if (type === "CheckpointLoaderSimple") n.properties.models = [spec.model];
     if ((spec.node_models || {})[key]) n.properties.models = spec.node_models[key];
     if (type === "KSampler") n.size[0] = 300;
+    if (type === "PreviewAny") n.size = [360, 240];
     (cols[col] = cols[col] || []).push([row, n]);
   }
   for (const [a, slot, b, input] of spec.links) byId[a].connect(slot, byId[b], input);

@@ -243,6 +243,7 @@ def test_example_api_prompt_runs_headless_into_rare_to_frequent(qwen3, tmp_path)
     import execution
     import folder_paths
     import nodes
+    from comfy_extras.nodes_preview_any import NODE_CLASS_MAPPINGS as preview_any
     from PIL import Image
     from sleight.nodes import NODES
 
@@ -262,7 +263,7 @@ def test_example_api_prompt_runs_headless_into_rare_to_frequent(qwen3, tmp_path)
             node["inputs"]["max_new_tokens"] = 16
     plan_id = next(k for k, n in prompt.items() if n["class_type"] == "SleightR2FPlan")
     TinyQwen3CLIP.clip = qwen3
-    added = {"TinyQwen3CLIP": TinyQwen3CLIP, **{c.GET_SCHEMA().node_id: c for c in NODES}}
+    added = {"TinyQwen3CLIP": TinyQwen3CLIP, **preview_any, **{c.GET_SCHEMA().node_id: c for c in NODES}}
     before = {k: nodes.NODE_CLASS_MAPPINGS.get(k) for k in added}
     nodes.NODE_CLASS_MAPPINGS.update(added)
     checkpoints, output = str(tiny_models.MODELS_DIR / "checkpoints"), folder_paths.get_output_directory()
@@ -288,6 +289,10 @@ def test_example_api_prompt_runs_headless_into_rare_to_frequent(qwen3, tmp_path)
     assert plan_id in done
     shown = "".join(executor.history_result["outputs"][plan_id]["text"])
     assert "answer did not parse" in shown and "### Input: A hairy hamburger on a wooden table" in shown
+    preview = next(k for k, n in prompt.items() if n["class_type"] == "PreviewAny")
+    assert prompt[preview]["inputs"]["source"] == [plan_id, 3]
+    plan_text = executor.history_result["outputs"][preview]["text"][0]
+    assert shown.startswith(plan_text) and plan_text.endswith("### Visual Detail Level: 0")
     images = {d["node"]: d["output"]["images"] for e, d in server.messages if e == "executed" and "images" in d["output"]}
     assert len(images) == 2                      # the baseline and the Rare-to-Frequent Save nodes
     pixels = []
