@@ -124,7 +124,8 @@ def language_model(clip, node: str) -> LanguageModel:
     tok = getattr(getattr(clip.tokenizer, attr, None), "tokenizer", None)
     lm = wrapper.transformer
     label = TIED_HEAD.get(type(lm.model.config), type(lm).__name__)
-    if tok is None or tok.convert_tokens_to_ids("<|im_start|>") in (None, tok.unk_token_id):
+    convert = getattr(tok, "convert_tokens_to_ids", None)
+    if convert is None or convert("<|im_start|>") in (None, getattr(tok, "unk_token_id", None)):
         raise _err(node, f"the language model of this CLIP ({label}) is not a Qwen model (no ChatML tokens in its "
                          f"tokenizer); Sleight plans only with Qwen encoders: {CAN_WRITE}.")
     model = LanguageModel(clip, wrapper, tok, label, getattr(clip.cond_stage_model, "clip_name", attr), node)
@@ -134,7 +135,8 @@ def language_model(clip, node: str) -> LanguageModel:
 
 
 def _check_decodable(lm, label, node):
-    blocks_ok = all(type(b) is llama.TransformerBlock for b in lm.model.layers) and not lm.model.normalize_in
+    blocks_ok = (all(type(b) is llama.TransformerBlock and hasattr(b.self_attn, "q_proj") for b in lm.model.layers)
+                 and not getattr(lm.model, "normalize_in", False))
     if not blocks_ok:
         raise _err(node, f"{label} has blocks Sleight's decoder does not run (Gemma-style norms or attention), and "
                          f"this ComfyUI cannot generate text with it. Plan with {CAN_WRITE}.")

@@ -72,7 +72,10 @@ def test_kv_cached_decoder_equals_full_recompute_greedy(kind, qwen3):
     assert tokens == ref_tokens
     for got, want in zip(seen, ref_logits):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    before = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
     assert lm.generate(ids, 16) == ref_tokens       # the public entry point: the same greedy tokens
+    after = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT))
+    assert torch.equal(before[0][0], after[0][0])   # writing leaves the encoder as it was
 
 
 def test_same_seed_same_answer_and_max_new_tokens_bound(qwen3):
@@ -197,6 +200,19 @@ def test_encoders_that_cannot_write_are_refused_naming_those_that_can():
         SleightR2FPlan.execute(clip_l, PROMPT, **PLAN)
     with pytest.raises(ValueError, match="R2F plan: the clip input is empty.*Qwen3-4B"):
         SleightR2FPlan.execute(None, PROMPT, **PLAN)
+    # a language model that is not a Qwen chat model: HiDream's Llama-3.1 (its class, at toy size)
+    import comfy.sd
+    import comfy.supported_models_base
+    from comfy.text_encoders import hidream
+
+    te = hidream.hidream_clip(clip_l=False, clip_g=False, t5=False, llama=True, dtype_t5=None, dtype_llama=None,
+                              t5xxl_scaled_fp8=None, llama_scaled_fp8=None)
+    cpu = torch.device("cpu")
+    llama_clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(hidream.HiDreamTokenizer, te), model_options={
+        "llama_model_config": {**tiny_models.TINY_QWEN, "vocab_size": 128320}, "dtype": torch.float32,
+        "load_device": cpu, "offload_device": cpu, "initial_device": cpu})
+    with pytest.raises(ValueError, match="R2F plan: the language model of this CLIP \\(Llama2\\) is not a Qwen model"):
+        SleightR2FPlan.execute(llama_clip, PROMPT, **PLAN)
     # a language model loaded without its output head (untied: Llama, Mistral, Qwen2.5-VL-7B on ComfyUI 0.3.75)
     untied = llama.Llama2({**tiny_models.TINY_QWEN, "vocab_size": 256}, torch.float32, "cpu", comfy.ops.manual_cast)
     with pytest.raises(ValueError, match="loaded without its output head.*Qwen3-4B"):
