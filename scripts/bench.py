@@ -391,7 +391,7 @@ def main_r2f_plan(a):
     from sleight.samplers import text_generation as tg
 
     torch.set_grad_enabled(False)
-    clip = tiny_models.language_clip("qwen3")
+    clip = tiny_models.text_encoder("qwen3")
     lm = tg.language_model(clip, "bench")
     ids = lm.chat_ids(r2f_plan.SYSTEM, r2f_plan.user_message("A hairy hamburger on a wooden table"))
     answer = r2f_plan._answer("A hairy hamburger", r2f_plan._EXAMPLES[0][1])

@@ -490,6 +490,9 @@ TEXT_ENCODERS = {
     # drops the chat template's system prefix
     "qwen25": ("comfy.text_encoders.qwen_image", "QwenImageTokenizer", "QwenImageTEModel",
                {"qwen25_7b_class": "text_only_qwen25", "qwen25_7b_model_config": {**TINY_LLM, "num_key_value_heads": 2}}),
+    # OmniGen2's: Qwen2.5-VL-3B's text model (it ties its output head to the embeddings: Sleight · R2F plan writes)
+    "qwen25_3b": ("comfy.text_encoders.omnigen2", "Omnigen2Tokenizer", "Omnigen2Model",
+                  {"qwen25_3b_model_config": TINY_LLM}),
 }
 
 
@@ -554,36 +557,6 @@ def clip_vision(tag="clip_vision"):
     Path(f.name).unlink()
     _randomize(model.model, tag)
     return model
-
-
-# Qwen language models at toy size: the real vocabulary (the tokenizer's ids), three blocks (Z-Image's encoder
-# reads the second to last), head_dim stays ComfyUI's 128 (a class constant of its configs).
-TINY_QWEN = {"vocab_size": 151936, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
-             "num_attention_heads": 2, "num_key_value_heads": 1}
-LANGUAGE_CLIPS = {"qwen3": ("z_image", "ZImageTokenizer", "qwen3_4b"),          # Z-Image's Qwen3-4B class
-                  "qwen25_3b": ("omnigen2", "Omnigen2Tokenizer", "qwen25_3b")}  # OmniGen2's Qwen2.5-VL-3B class
-
-
-def language_clip(kind="qwen3"):
-    """A CLIP holding a Qwen language model of ComfyUI's own classes at toy size (TINY_QWEN through the
-    '<name>_model_config' model option ComfyUI's text encoders read), float32 on the CPU, seeded random weights:
-    built in memory, never saved. A real loader cannot build it: their Qwen configs are fixed at full size."""
-    import importlib
-
-    import torch
-
-    bootstrap()
-    import comfy.sd
-    import comfy.supported_models_base
-
-    module, tokenizer, name = LANGUAGE_CLIPS[kind]
-    te = importlib.import_module(f"comfy.text_encoders.{module}")
-    cpu = torch.device("cpu")
-    options = {f"{name}_model_config": dict(TINY_QWEN), "dtype": torch.float32, "load_device": cpu,
-               "offload_device": cpu, "initial_device": cpu}
-    clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(getattr(te, tokenizer), te.te()), model_options=options)
-    _randomize(clip.cond_stage_model, kind)
-    return clip
 
 
 def default_cfg(name):

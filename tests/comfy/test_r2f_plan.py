@@ -1,7 +1,7 @@
 """Sleight · R2F plan: a Rare-to-Frequent plan written by the language model of the text encoder.
 
 The language model is a tiny Qwen of ComfyUI's own classes (Z-Image's Qwen3-4B encoder class, OmniGen2's
-Qwen2.5-VL-3B class) with random seeded weights (tiny_models.language_clip): it writes nonsense, so the decoder is
+Qwen2.5-VL-3B class) with random seeded weights (tiny_models.text_encoder): it writes nonsense, so the decoder is
 checked against ComfyUI's own forward, and the plan path on hand-written answers in the official format.
 """
 import json
@@ -33,7 +33,7 @@ d. Hair is drawn strand by strand, the finest local detail. Visual Detail Level:
 
 @pytest.fixture(scope="module")
 def qwen3():
-    return tiny_models.language_clip("qwen3")
+    return tiny_models.text_encoder("qwen3")
 
 
 def reference_greedy(lm, ids, n):
@@ -55,7 +55,7 @@ def reference_greedy(lm, ids, n):
 
 @pytest.mark.parametrize("kind", ["qwen3", "qwen25_3b"])
 def test_kv_cached_decoder_equals_full_recompute_greedy(kind, qwen3):
-    clip = qwen3 if kind == "qwen3" else tiny_models.language_clip(kind)
+    clip = qwen3 if kind == "qwen3" else tiny_models.text_encoder(kind)
     lm = text_generation.language_model(clip, "test")
     assert lm.thinks == (kind == "qwen3")         # Qwen3 gets the empty <think> block, Qwen2.5 does not
     assert not text_generation.comfy_can_generate(clip, lm.wrapper)   # ComfyUI 0.3.75: Sleight's own decoder
@@ -209,12 +209,12 @@ def test_encoders_that_cannot_write_are_refused_naming_those_that_can():
                               t5xxl_scaled_fp8=None, llama_scaled_fp8=None)
     cpu = torch.device("cpu")
     llama_clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(hidream.HiDreamTokenizer, te), model_options={
-        "llama_model_config": {**tiny_models.TINY_QWEN, "vocab_size": 128320}, "dtype": torch.float32,
+        "llama_model_config": {**tiny_models.TINY_LLM, "vocab_size": 128320}, "dtype": torch.float32,
         "load_device": cpu, "offload_device": cpu, "initial_device": cpu})
     with pytest.raises(ValueError, match="R2F plan: the language model of this CLIP \\(Llama2\\) is not a Qwen model"):
         SleightR2FPlan.execute(llama_clip, PROMPT, **PLAN)
     # a language model loaded without its output head (untied: Llama, Mistral, Qwen2.5-VL-7B on ComfyUI 0.3.75)
-    untied = llama.Llama2({**tiny_models.TINY_QWEN, "vocab_size": 256}, torch.float32, "cpu", comfy.ops.manual_cast)
+    untied = llama.Llama2({**tiny_models.TINY_LLM, "vocab_size": 256}, torch.float32, "cpu", comfy.ops.manual_cast)
     with pytest.raises(ValueError, match="loaded without its output head.*Qwen3-4B"):
         text_generation._check_decodable(untied, "Llama2", "Sleight · R2F plan")
 

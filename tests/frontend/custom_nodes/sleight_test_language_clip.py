@@ -1,4 +1,4 @@
-"""A test-only node for the frontend tests' server: the tiny Qwen3 CLIP of tiny_models.language_clip (ComfyUI's own
+"""A test-only node for the frontend tests' server: the tiny Qwen3 CLIP of tiny_models.text_encoder (ComfyUI's own
 Z-Image encoder class at toy size, seeded random weights). A real CLIPLoader builds Qwen3-4B at its fixed full size,
 so this node stands in for it; it is loaded only by tests/frontend (ComfyServer(custom_nodes_dir=...))."""
 import sys
@@ -22,7 +22,7 @@ class SleightTestTinyQwen3CLIP:
             sys.path.insert(0, str(SCRIPTS))
         import tiny_models
 
-        return (tiny_models.language_clip("qwen3"),)
+        return (tiny_models.text_encoder("qwen3"),)
 
 
 NODE_CLASS_MAPPINGS = {"SleightTestTinyQwen3CLIP": SleightTestTinyQwen3CLIP}
