@@ -7,7 +7,6 @@ without it (0.3.75) a greedy / seeded decoder with a KV cache runs ComfyUI's own
 embedding, norms, projections and MLPs, called one block at a time so that each new token attends to the cached
 keys and values instead of recomputing the whole sequence (ComfyUI 0.3.75's attention takes no past keys).
 """
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -18,8 +17,6 @@ import comfy.ops
 import comfy.sd1_clip
 import comfy.utils
 from comfy.text_encoders import llama
-
-log = logging.getLogger("sleight")
 
 # Language models whose output head is their token embedding matrix (tie_word_embeddings: true in the released
 # configs of Qwen3-4B and Qwen2.5(-VL)-3B). ComfyUI 0.3.75 loads no lm_head, so only these can write there.
