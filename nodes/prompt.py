@@ -4,7 +4,7 @@ import logging
 import torch
 
 from ..attention_patches.core import families
-from ..samplers import r2f, r2f_text, switching
+from ..samplers import r2f, r2f_plan, r2f_text, switching
 from ._compat import inp, io, schema, ui
 
 log = logging.getLogger("sleight")
@@ -242,24 +242,96 @@ class SleightR2FPrompt(io.ComfyNode):
         spec = r2f_text.parse_r2f_text(text)
         for note in spec.notes:
             log.warning("%s: %s", r2f_text.PROMPT_NODE, note)
-        cache = {}
-
-        def encode(t):
-            if t not in cache:
-                cache[t] = _encode(clip, t)
-            return cache[t]
-
-        rare = encode(spec.original)
-        if spec.stages:
-            frequent = []
-            for j, (prompt, level) in enumerate(zip(spec.stages, spec.levels)):
-                frequent += _tagged(encode(prompt), j, level)
-        else:
-            frequent = _tagged(rare, 0, 0)
-        levels = ", ".join(str(lv) for lv in spec.levels if lv is not None)
-        lines = [f"{j}: {p}" + (f"   (level {lv})" if lv is not None else "") for j, (p, lv) in enumerate(zip(spec.stages, spec.levels))]
-        summary = "\n".join(lines + [f"rare: {spec.original}"] + [f"note: {n}" for n in spec.notes])
+        rare, frequent, levels, summary = _conditionings(clip, spec)
         return io.NodeOutput(rare, frequent, levels, ui=ui.PreviewText(summary))
 
 
-NODES = [SleightRareToFrequent, SleightR2FPrompt]
+def _conditionings(clip, spec):
+    """R2FSpec → (rare, frequent tagged with stage and level, levels text, summary): what Sleight · Rare-to-Frequent
+    takes, however the plan was written."""
+    cache = {}
+
+    def encode(t):
+        if t not in cache:
+            cache[t] = _encode(clip, t)
+        return cache[t]
+
+    rare = encode(spec.original)
+    if spec.stages:
+        frequent = []
+        for j, (prompt, level) in enumerate(zip(spec.stages, spec.levels)):
+            frequent += _tagged(encode(prompt), j, level)
+    else:
+        frequent = _tagged(rare, 0, 0)
+    levels = ", ".join(str(lv) for lv in spec.levels if lv is not None)
+    lines = [f"{j}: {p}" + (f"   (level {lv})" if lv is not None else "") for j, (p, lv) in enumerate(zip(spec.stages, spec.levels))]
+    summary = "\n".join(lines + [f"rare: {spec.original}"] + [f"note: {n}" for n in spec.notes])
+    return rare, frequent, levels, summary
+
+
+class SleightR2FPlan(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SleightR2FPlan",
+            display_name=r2f_plan.NODE,
+            category="sleight/prompt",
+            description=(
+                "Writes the Rare-to-Frequent plan of a prompt with the language model of your text encoder: no outside "
+                "LLM, no network. The paper's instruction and examples ask it for each rare concept's frequent "
+                "stand-in ('a hairy hamburger' -> 'a hairy object') and visual detail level; the answer is parsed "
+                "like a hand-written plan and encoded for Sleight · Rare-to-Frequent. Planning encoders: Qwen3-4B "
+                "(Z-Image) and Qwen2.5-VL-3B (OmniGen2); on a newer ComfyUI that generates text, its Qwen encoders "
+                "too. An answer that does not parse falls back to the plain prompt with a warning in the plan text."
+            ),
+            inputs=[
+                inp(io.Clip, "clip",
+                    tooltip="The text encoder that writes the plan: a Qwen language model, e.g. Z-Image's Qwen3-4B "
+                            "(CLIPLoader type lumina2). It also encodes the prompts unless encode_clip is connected."),
+                inp(io.String, "prompt", multiline=True, default="A hairy hamburger on a wooden table",
+                    tooltip="Your prompt, with the rare concept(s). Line breaks become spaces."),
+                inp(io.Combo, "decoding", options=["greedy", "sample"], default="greedy",
+                    tooltip="greedy: the most likely answer, the same every time. sample: temperature 0.6, top-p 0.9 "
+                            "(the paper's LLaMA-3 setting) from the seed below."),
+                inp(io.Int, "seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=False,
+                    tooltip="Seed of the sampled answer (decoding 'sample'); the same seed gives the same plan. It "
+                            "stays fixed between runs: a new seed would write a new plan each time."),
+                inp(io.Int, "max_new_tokens", default=400, min=16, max=2048,
+                    tooltip="Upper bound on the answer's length. One concept takes about 100 tokens with the reasoning "
+                            "lines, two about 200; the model stops by itself when done."),
+                inp(io.Combo, "on_failure", options=r2f_plan.FAILURE_MODES, default="plain prompt",
+                    tooltip="When the answer does not parse: plain prompt (the run goes on with the plain prompt and "
+                            "the plan text says why) or raise (stop with an error)."),
+                inp(io.Clip, "encode_clip", optional=True,
+                    tooltip="Optional: your model's text encoder when it is not the planning one (e.g. plan with "
+                            "Qwen3-4B, sample SDXL). Empty: the clip above encodes the prompts."),
+            ],
+            outputs=[
+                io.Conditioning.Output(
+                    display_name="rare",
+                    tooltip="The prompt: connect it to the sampler's positive and to the Rare-to-Frequent node's 'rare'."),
+                io.Conditioning.Output(
+                    display_name="frequent",
+                    tooltip="The frequent prompts of the plan in restoring order, each tagged with its visual detail "
+                            "level; connect it to the Rare-to-Frequent node's 'frequent'."),
+                io.String.Output(
+                    display_name="levels",
+                    tooltip="The visual detail levels in stage order, e.g. '3, 5' (empty without a rare concept)."),
+                io.String.Output(
+                    display_name="plan",
+                    tooltip="The plan as text, in the format Sleight · R2F prompt reads: connect a Preview Any node to "
+                            "read it, or paste it into Sleight · R2F prompt to edit it."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, clip, prompt, decoding, seed, max_new_tokens, on_failure, encode_clip=None):
+        if decoding not in ("greedy", "sample"):
+            raise ValueError(f"{r2f_plan.NODE}: decoding must be 'greedy' or 'sample', got '{decoding}'.")
+        plan = r2f_plan.write_plan(clip, prompt, int(max_new_tokens), None if decoding == "greedy" else int(seed),
+                                   on_failure)
+        rare, frequent, levels, summary = _conditionings(encode_clip if encode_clip is not None else clip, plan.spec)
+        return io.NodeOutput(rare, frequent, levels, plan.text, ui=ui.PreviewText(f"{plan.text}\n\n{summary}"))
+
+
+NODES = [SleightRareToFrequent, SleightR2FPrompt, SleightR2FPlan]

@@ -189,6 +189,23 @@ def _concept_spec(original, concepts, notes):
     return R2FSpec(original, tuple(stages), tuple(concepts[k][2] for k in order), tuple(notes))
 
 
+def plan_of_answer(original: str, answer: str) -> str:
+    """A language model's R2F answer as plan text for `original`: a '### Input:' line with the original prompt
+    first (the model's own Input lines dropped: it may echo the prompt inexactly), then the answer up to its
+    '### Final Prompt Sequence' (a model that writes on starts a new example). ValueError without that line."""
+    lines = [ln for ln in answer.strip().splitlines() if not _INPUT_LINE.match(ln)]
+    for i, line in enumerate(lines):
+        m = _SEQUENCE_LINE.match(line)
+        if m:
+            end = i + 1
+            if not m.group(1).strip():                 # the sequence on the next non-empty line
+                while end < len(lines) and not lines[end].strip():
+                    end += 1
+                end += 1
+            return "\n".join([f"### Input: {original}", *lines[:end]]).strip()
+    raise _err("the answer has no '### Final Prompt Sequence:' line.")
+
+
 def parse_r2f_text(text: str) -> R2FSpec:
     """The R2F prompt text (LLM answer, released JSON entry or hand-written lines) → R2FSpec."""
     if len(text or "") > MAX_TEXT:

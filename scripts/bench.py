@@ -365,6 +365,76 @@ def main_search(a):
         write_search_docs(text)
 
 
+def _plan_times(lm_model, ids, new_tokens, repeats):
+    """(prefill seconds, seconds per new token) of the KV-cached decoder: the time to the first token, and the
+    median gap between later tokens (one cached step each), medians over `repeats` runs."""
+    from sleight.samplers import text_generation as tg
+
+    prefills, gaps = [], []
+    for _ in range(repeats):
+        stamps = [time.perf_counter()]
+        tg.decode_tokens(lm_model, ids, 1 + new_tokens, tg.greedy, set(), torch.device("cpu"), torch.float32,
+                         on_token=lambda n: stamps.append(time.perf_counter()))
+        prefills.append(stamps[1] - stamps[0])
+        gaps += [b - a for a, b in zip(stamps[1:], stamps[2:])]
+    return statistics.median(prefills), statistics.median(gaps)
+
+
+def main_r2f_plan(a):
+    """Sleight · R2F plan on the CPU: the tiny Qwen3 writing a plan, and Qwen3-4B-wide models of 1 and 2 blocks
+    (real vocabulary and widths, random weights) whose difference is the cost of one of Qwen3-4B's 36 blocks."""
+    import gc
+
+    import comfy.ops
+    from comfy.text_encoders import llama
+    from sleight.samplers import r2f_plan
+    from sleight.samplers import text_generation as tg
+
+    torch.set_grad_enabled(False)
+    clip = tiny_models.text_encoder("qwen3")
+    lm = tg.language_model(clip, "bench")
+    ids = lm.chat_ids(r2f_plan.SYSTEM, r2f_plan.user_message("A hairy hamburger on a wooden table"))
+    answer = r2f_plan._answer("A hairy hamburger", r2f_plan._EXAMPLES[0][1])
+    n_answer = lm.count(answer) + 1                                    # + <|im_end|>
+    t = time.perf_counter()
+    lm.generate(ids, n_answer)
+    tiny_plan = time.perf_counter() - t
+    tiny_prefill, tiny_token = _plan_times(lm.wrapper.transformer, ids, a.plan_tokens, a.repeats)
+    seq, gaps = list(ids), []
+    for _ in range(4):                                                 # the same without a cache: full recompute
+        t = time.perf_counter()
+        x, _ = lm.wrapper.transformer.model(torch.tensor([seq]), dtype=torch.float32)
+        seq.append(int(torch.argmax(x[0, -1] @ lm.wrapper.transformer.model.embed_tokens.weight.T)))
+        gaps.append(time.perf_counter() - t)
+    no_cache_token = statistics.median(gaps)
+    del clip, lm
+    wide = {}
+    for layers in (1, 2):
+        model = llama.Qwen3_4B({"num_hidden_layers": layers}, torch.float32, "cpu", comfy.ops.manual_cast)
+        tiny_models._randomize(model, f"bench-{layers}")
+        wide[layers] = _plan_times(model, ids, a.plan_tokens, a.repeats)
+        del model
+        gc.collect()
+    block = [wide[2][i] - wide[1][i] for i in (0, 1)]
+    rest = [wide[1][i] - block[i] for i in (0, 1)]                     # embedding, final norm, tied head
+    full = [rest[i] + 36 * block[i] for i in (0, 1)]
+    rows = [("prompt (instruction + examples + input), tokens", f"{len(ids)}"),
+            ("answer for one concept (the first example), tokens", f"{n_answer}"),
+            ("tiny Qwen3: one-concept plan, prompt + answer", f"{tiny_plan:.2f} s"),
+            ("tiny Qwen3: prompt (prefill)", f"{tiny_prefill * 1e3:.0f} ms"),
+            ("tiny Qwen3: per new token, KV cache", f"{tiny_token * 1e3:.1f} ms"),
+            ("tiny Qwen3: per new token, full recompute", f"{no_cache_token * 1e3:.1f} ms"),
+            ("Qwen3-4B block (2560 wide), prompt", f"{block[0]:.2f} s"),
+            ("Qwen3-4B block, per new token", f"{block[1] * 1e3:.0f} ms"),
+            ("embedding + norm + tied head (151936 x 2560), per new token", f"{rest[1] * 1e3:.0f} ms"),
+            ("Qwen3-4B (36 blocks) fp32: prompt", f"{full[0]:.0f} s"),
+            ("Qwen3-4B fp32: per new token", f"{full[1]:.2f} s"),
+            ("Qwen3-4B fp32: one-concept plan (prompt + answer)", f"{full[0] + n_answer * full[1]:.0f} s")]
+    text = "| measured on this CPU | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    print(text + f"\n\n_{torch.__version__}, {torch.get_num_threads()} threads, CPU; command: "
+                 f"`scripts/bench.py --r2f-plan`_")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="patch:model[:steps]")
@@ -376,9 +446,13 @@ def main():
     ap.add_argument("--search-runs", nargs="+", default=["sd15:8:4", "sd15:8:8"], help="model:N:b")
     ap.add_argument("--search-quality", nargs="*", default=["sd15"], help="models for the score tables")
     ap.add_argument("--seeds", type=int, default=4, help="seeds averaged in the score tables")
+    ap.add_argument("--r2f-plan", action="store_true", help="Sleight · R2F plan: time to write a plan on the CPU")
+    ap.add_argument("--plan-tokens", type=int, default=16, help="new tokens timed per run (--r2f-plan)")
     a = ap.parse_args()
     if a.search:
         return main_search(a)
+    if a.r2f_plan:
+        return main_r2f_plan(a)
     runs = [(r.split(":") + [a.steps])[:3] for r in a.runs]
     tiny_models.ensure_models(names=sorted({run[1] for run in runs}))
     torch.set_grad_enabled(False)

@@ -161,8 +161,9 @@ class ComfyServer:
     that stop() removes. Use as a context manager: the server is always terminated."""
 
     def __init__(self, log_path=None, models_dir=None, output_dir=None, port=None, ready_timeout=180,
-                 extra_args=()):
+                 extra_args=(), custom_nodes_dir=None):
         self.models_dir, self.log_path = Path(models_dir or comfy_env.MODELS), log_path and Path(log_path)
+        self.custom_nodes_dir = custom_nodes_dir  # another folder of custom nodes (tests' own nodes), or None
         self.output_dir, self.extra_args = output_dir and Path(output_dir), list(extra_args)
         self.ready_timeout = ready_timeout
         self.url = f"http://127.0.0.1:{port or free_port()}"
@@ -180,7 +181,8 @@ class ComfyServer:
             for d in (self.output_dir, self._tmp / "user", self.log_path.parent):
                 d.mkdir(parents=True, exist_ok=True)
             example_inputs.write(self._tmp / "input")
-            yaml = tiny_models.write_extra_model_paths(self._tmp / "extra_model_paths.yaml", self.models_dir)
+            yaml = tiny_models.write_extra_model_paths(self._tmp / "extra_model_paths.yaml", self.models_dir,
+                                                       self.custom_nodes_dir)
             cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
                    "--use-pytorch-cross-attention", "--disable-auto-launch", "--extra-model-paths-config", str(yaml),
                    "--output-directory", str(self.output_dir), "--temp-directory", str(self._tmp),

@@ -100,6 +100,38 @@ def spec_rare_to_frequent():
                     "Paste what the paper's LLM prompt answers into Sleight · R2F prompt, or write frequent BREAK rare."}
 
 
+QWEN3_4B = {"name": "qwen_3_4b.safetensors", "directory": "text_encoders",
+            "url": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors"}
+
+
+def spec_r2f_plan():
+    """The plan written by Z-Image's text encoder (Qwen3-4B), sampled on SD1.5: a Z-Image graph waits for its
+    family adapter; any model's CLIP can encode the plan (encode_clip)."""
+    nodes, links = sdxl_base("unused", "blurry, low quality", 512, 512, SD15, "SD1.5")
+    nodes = [n for n in nodes if n[0] != "pos"]
+    links = [l for l in links if "pos" not in (l[0], l[2])]
+    more, more_links = pair("r2f", "Rare-to-Frequent", {**KS, "cfg": 7, "steps": 50, "sampler_name": "dpmpp_2m",
+                                                          "scheduler": "karras"}, "sleight-r2f-plan")
+    return {"nodes": nodes + more + [
+                ("llm", "CLIPLoader", "Load CLIP (Qwen3-4B: writes the plan)",
+                 {"clip_name": QWEN3_4B["name"], "type": "lumina2"}, 0, 0),
+                ("plan", "SleightR2FPlan", "Sleight · R2F plan", {"prompt": "A hairy hamburger on a wooden table"}, 1, 0),
+                ("r2f", "SleightRareToFrequent", "Sleight · Rare-to-Frequent", {}, 2, 1),
+                ("show", "PreviewAny", "Preview Any · the plan", {}, 2, 2)],
+            "links": links + more_links + [
+                ("llm", 0, "plan", "clip"), ("ckpt", 1, "plan", "encode_clip"), ("plan", 3, "show", "source"),
+                ("plan", 0, "k0", "positive"), ("plan", 0, "k1", "positive"),
+                ("ckpt", 0, "r2f", "model"), ("plan", 0, "r2f", "rare"), ("plan", 1, "r2f", "frequent"),
+                ("r2f", 0, "k1", "model")],
+            "model": SD15, "node_models": {"llm": [QWEN3_4B]},
+            "note": "Rare-to-Frequent without an outside LLM.\nSleight · R2F plan asks the language model of a text "
+                    "encoder, here Z-Image's Qwen3-4B (loaded only to plan), for the paper's plan: 'a hairy object' "
+                    "before 'a hairy hamburger', level 5. Preview Any shows the plan; the checkpoint's CLIP "
+                    "(encode_clip) encodes it for Sleight · Rare-to-Frequent.\nWith Z-Image itself, one CLIP "
+                    "plans and encodes (leave encode_clip empty); this SD1.5 graph stands in until Sleight has a "
+                    "Z-Image adapter.\nAn answer that does not parse runs the plain prompt; the plan text says why."}
+
+
 def spec_hdpainter():
     """SD1.5 inpainting (the paper's main model): plain DDIM against PAIntA + the RASG sampler (SamplerCustom)."""
     prompt = "a red vintage car"
@@ -331,7 +363,8 @@ SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
          "sleight-rare-to-frequent": spec_rare_to_frequent, "sleight-hdpainter": spec_hdpainter,
          "sleight-noise-search": spec_noise_search, "sleight-addit": spec_addit,
          "sleight-addit-real": spec_addit_real, "sleight-designedit-remove": spec_designedit_remove,
-         "sleight-designedit-layers": spec_designedit_layers, "sleight-designedit-zoom-out": spec_designedit_zoom_out}
+         "sleight-designedit-layers": spec_designedit_layers, "sleight-designedit-zoom-out": spec_designedit_zoom_out,
+         "sleight-r2f-plan": spec_r2f_plan}
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();
@@ -343,7 +376,9 @@ BUILD_JS = r"""(spec) => {
       const w = n.widgets.find(w => w.name === k); if (!w) throw new Error(`${type} has no widget ${k}`); w.value = v;
     }
     if (type === "CheckpointLoaderSimple") n.properties.models = [spec.model];
+    if ((spec.node_models || {})[key]) n.properties.models = spec.node_models[key];
     if (type === "KSampler") n.size[0] = 300;
+    if (type === "PreviewAny") n.size = [360, 240];
     (cols[col] = cols[col] || []).push([row, n]);
   }
   for (const [a, slot, b, input] of spec.links) byId[a].connect(slot, byId[b], input);

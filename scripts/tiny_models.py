@@ -490,6 +490,9 @@ TEXT_ENCODERS = {
     # drops the chat template's system prefix
     "qwen25": ("comfy.text_encoders.qwen_image", "QwenImageTokenizer", "QwenImageTEModel",
                {"qwen25_7b_class": "text_only_qwen25", "qwen25_7b_model_config": {**TINY_LLM, "num_key_value_heads": 2}}),
+    # OmniGen2's: Qwen2.5-VL-3B's text model (it ties its output head to the embeddings: Sleight · R2F plan writes)
+    "qwen25_3b": ("comfy.text_encoders.omnigen2", "Omnigen2Tokenizer", "Omnigen2Model",
+                  {"qwen25_3b_model_config": TINY_LLM}),
 }
 
 

@@ -19,13 +19,16 @@ pytestmark = pytest.mark.skipif(bool(thumbnails.unavailable()), reason=f"fronten
 EXAMPLES = sorted(thumbnails.EXAMPLES.glob("*.json"))
 API_TWINS = comfy_env.ROOT / "tests" / "workflows"
 SHOTS = comfy_env.OUTPUT / "frontend"
+TEST_NODES = comfy_env.ROOT / "tests" / "frontend" / "custom_nodes"   # nodes only these tests' server loads
 
 
 @pytest.fixture(scope="module")
 def frontend():
     from comfy_server import ComfyServer
 
-    with ComfyServer(log_path=SHOTS / "server.log") as server, thumbnails.Frontend(server.url) as fe:
+    with ComfyServer(log_path=SHOTS / "server.log", custom_nodes_dir=TEST_NODES) as server, \
+            thumbnails.Frontend(server.url) as fe:
+        fe.server = server
         yield fe
 
 
@@ -58,3 +61,46 @@ def test_example_loads_and_matches_api_twin(frontend, path):
     for nid, node in twin.items():
         assert prompt[nid]["class_type"] == node["class_type"], nid
         assert prompt[nid]["inputs"] == node["inputs"], f"node {nid} ({node['class_type']}) inputs differ"
+
+
+# Sleight · R2F plan's example, queued from the page: the tiny Qwen3 (a test node) in place of its CLIPLoader (no
+# real loader builds a tiny Qwen3), the tiny SD1.5 in place of the checkpoint, 64 px, 3 steps.
+QUEUE_R2F_PLAN_JS = """async ([wf, ckpt]) => {
+  await app.loadGraphData(wf, true, true, "sleight-r2f-plan (tiny)");
+  const g = app.graph, byType = t => g._nodes.filter(n => n.type === t);
+  const set = (n, k, v) => { n.widgets.find(w => w.name === k).value = v; };
+  const plan = byType("SleightR2FPlan")[0], tiny = LiteGraph.createNode("SleightTestTinyQwen3CLIP");
+  g.add(tiny);
+  g.remove(byType("CLIPLoader")[0]);
+  tiny.connect(0, plan, "clip");
+  set(byType("CheckpointLoaderSimple")[0], "ckpt_name", ckpt);
+  for (const k of byType("KSampler")) set(k, "steps", 3);
+  for (const k of ["width", "height"]) set(byType("EmptyLatentImage")[0], k, 64);
+  set(plan, "max_new_tokens", 16);
+  await app.queuePrompt(0);
+  return {plan: plan.id, preview: byType("PreviewAny")[0].id};
+}"""
+
+
+def test_r2f_plan_runs_from_the_page_and_preview_any_shows_the_plan(frontend):
+    import time
+
+    import tiny_models
+
+    tiny_models.ensure_models(names=["sd15"])
+    wf = json.loads((thumbnails.EXAMPLES / "sleight-r2f-plan.json").read_text())
+    ids = frontend.page.evaluate(QUEUE_R2F_PLAN_JS, [wf, tiny_models.MODELS["sd15"].files["checkpoint"].split("/")[-1]])
+    deadline, entry = time.monotonic() + 300, {}
+    while time.monotonic() < deadline and not entry.get("status", {}).get("completed"):
+        history = frontend.server.client.get("/history").json()
+        entry = next((e for e in history.values() if str(ids["plan"]) in e.get("outputs", {})), {})
+        if entry.get("status", {}).get("status_str") == "error":
+            raise AssertionError(f"the run failed: {entry['status']}")
+        time.sleep(0.5)
+    assert entry.get("status", {}).get("completed"), "the queued workflow did not finish"
+    plan_text = entry["outputs"][str(ids["preview"])]["text"][0]
+    assert "answer did not parse" in plan_text and plan_text.endswith("### Visual Detail Level: 0")
+    frontend.page.wait_for_function("([id, text]) => (app.graph.getNodeById(id).widgets || [])"
+                                    ".some(w => String(w.value) === text)", arg=[ids["preview"], plan_text],
+                                    timeout=30_000)
+    frontend.screenshot(SHOTS / "sleight-r2f-plan-tiny-run.png")

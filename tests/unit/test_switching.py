@@ -261,3 +261,25 @@ def test_parse_errors_name_the_node_and_the_format(text, match):
     with pytest.raises(ValueError, match=match) as e:
         r2f_text.parse_r2f_text(text)
     assert str(e.value).startswith("Sleight · R2F prompt: ")
+
+
+# ------------------------------------------------------------------ a language model's answer as plan text
+
+def test_answer_becomes_plan_text_with_our_input_line_and_nothing_after_the_final_sequence():
+    answer = ("### Input: a hairy burger\n" + LLM_ONE.replace("A hairy hamburger", "a hairy hamburger") +
+              "\n\n### Input: A swimming helicopter\n### Output:\nc. A swimming vehicle BREAK A swimming helicopter")
+    text = r2f_text.plan_of_answer("A hairy hamburger on a wooden table", answer)
+    assert text.splitlines()[0] == "### Input: A hairy hamburger on a wooden table"
+    assert "a hairy burger" not in text and "helicopter" not in text       # the echo and the next example dropped
+    assert text.splitlines()[-1] == "### Final Prompt Sequence: A hairy object BREAK a hairy hamburger"
+    spec = r2f_text.parse_r2f_text(text)
+    assert spec.stages == ("A hairy object on a wooden table",) and spec.levels == (5,)
+
+
+def test_answer_with_the_sequence_on_the_next_line_and_without_one():
+    text = r2f_text.plan_of_answer("a horned frog", "### Visual Detail Level: 3\n### Final Prompt Sequence:\n\n"
+                                   "a horned animal BREAK a horned frog\n### Input: more")
+    assert r2f_text.parse_r2f_text(text).stages == ("a horned animal",)
+    assert "more" not in text
+    with pytest.raises(ValueError, match="R2F prompt: the answer has no '### Final Prompt Sequence:' line"):
+        r2f_text.plan_of_answer("a horned frog", "c. a horned animal BREAK a horned frog\nd. Visual Detail Level: 3")
