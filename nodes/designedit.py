@@ -15,7 +15,7 @@ REFINE_DILATION = 10     # official: attend_mask(refine_mask) with its default a
 
 
 def _ratio(model, who):
-    return families.detect(model, who).downscale
+    return families.require(model, "designedit", who).downscale
 
 
 class SleightDesignEditRemove(io.ComfyNode):

@@ -1,5 +1,5 @@
 """Guidance nodes (sleight/guidance)."""
-from ..attention_patches.core import hooks, schedule
+from ..attention_patches.core import families, hooks, schedule
 from ..samplers import apg
 from ._compat import inp, io, schema
 
@@ -48,6 +48,7 @@ class SleightAPG(io.ComfyNode):
     @classmethod
     def execute(cls, model, eta, momentum, norm_threshold, start_percent, end_percent,
                 cfg_warmup_steps, cfg_warmup_scale, scale_threshold_by_latent_size):
+        families.refuse_unsupported(model, "apg", "Sleight · APG")
         window = schedule.window("Sleight · APG", start_percent, end_percent)
         settings = apg.APGSettings(eta=eta, momentum=momentum, norm_threshold=norm_threshold, window=window,
                                    warmup_steps=cfg_warmup_steps, warmup_cfg=cfg_warmup_scale,

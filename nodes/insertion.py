@@ -80,7 +80,7 @@ class SleightAddIt(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, source, prompt, subject, gamma, structure_transfer, blend_at,
                 double_stream_end, single_stream_end, mask=None, dilation=1, auto_gamma_at=5 / 30):
-        family = families.detect(model, cls.WHO)
+        family = families.require(model, "addit", cls.WHO)
         paper = addit.paper_defaults(source.inverted)
         if not 0.0 <= double_stream_end <= 1.0 or not 0.0 <= single_stream_end <= 1.0:
             raise ValueError(f"{cls.WHO}: the stream ends are fractions of the steps in [0, 1].")

@@ -3,6 +3,7 @@
 import comfy.sample
 import comfy.samplers
 
+from ..attention_patches.core import families
 from ..samplers import inversion
 from ..samplers.trajectory import TRAJECTORY_TYPE, SourceTrajectory
 from ._compat import inp, io, schema
@@ -65,6 +66,7 @@ class SleightInvert(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, conditioning, steps, scheduler, denoise, fixed_point_iterations, sigmas=None):
+        families.refuse_unsupported(model, "invert", cls.WHO)
         samples = _one_latent(cls.WHO, latent)
         if sigmas is None:
             sigmas = inversion.schedule_sigmas(model, steps, scheduler, denoise)

@@ -166,7 +166,7 @@ class SleightRareToFrequent(io.ComfyNode):
             raise ValueError(f"{R2F}: visual_detail_level must be 0..5, got {visual_detail_level}.")
         alpha_values = r2f.parse_alphas(alphas, R2F)
         stages = frequent_stages(frequent, int(visual_detail_level))
-        family = families.detect(model, R2F)
+        family = families.require(model, "r2f", R2F)
         if level_map == "auto":
             level_map = family.r2f_level_map
         if mode == "interpolate":

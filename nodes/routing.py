@@ -2,7 +2,7 @@
 
 import comfy.samplers
 
-from ..attention_patches.core import schedule
+from ..attention_patches.core import families, schedule
 from ..samplers import find_layers, routing
 from ._compat import inp, io, schema, ui
 
@@ -57,6 +57,7 @@ class SleightPromptRoute(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, conditioning, layers, custom_layers, start_percent, end_percent, rows):
+        families.require(model, "route", cls.WHO)
         window = schedule.window(cls.WHO, start_percent, end_percent)
         blocks = routing.resolve_blocks(model, layers, custom_layers, cls.WHO)
         return io.NodeOutput(routing.route(model, conditioning, blocks, window, routing.ROWS[rows], cls.WHO))
@@ -129,6 +130,7 @@ class SleightFindTextLayers(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, routed, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
                 granularity, max_candidates, top_k, vae=None, mask=None, start_percent=0.08, search_layers="*"):
+        families.require(model, "route", cls.WHO)
         schedule.window(cls.WHO, start_percent, 1.0)
         table, spec, sheet = find_layers.find_layers(
             model, positive, routed, negative, seed, steps, cfg, sampler_name, scheduler, width, height,

@@ -4,6 +4,7 @@ import json
 
 import comfy.sample
 
+from ..attention_patches.core import families
 from ..samplers import search, verifiers
 from ._compat import inp, io, schema
 
@@ -116,6 +117,7 @@ class SleightNoiseSearch(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, sampler, sigmas, cfg, seed, mode, budget, batch_size,
                 top_k, verifier, early_percent, cosine, neighbours, branches, branch_start_percent, renoise_steps,
                 denoise_steps, clip_vision=None, vae=None, reference_image=None):
+        families.refuse_unsupported(model, "search", NAME)
         samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         if samples.shape[0] != 1:
             raise ValueError(f"{NAME}: the latent has a batch of {samples.shape[0]}; the search makes one image, "

@@ -34,6 +34,24 @@ def detect(model, who: str = "Sleight") -> Family:
                      f"{UNSUPPORTED_HINT}.")
 
 
+def require(model, trick: str, who: str) -> Family:
+    """The family of a MODEL, or a ValueError naming it when `trick` is not meaningful on it (and what to use)."""
+    family = detect(model, who)
+    family.require(trick, who)
+    return family
+
+
+def refuse_unsupported(model, trick: str, who: str):
+    """For tricks that work on any model (sampler-level): refused only where a known family says it is not
+    meaningful there."""
+    try:
+        family = detect(model, who)
+    except ValueError:
+        return None
+    family.require(trick, who)
+    return family
+
+
 def layers(model, width: int, height: int, family: Family = None):
     """Every attention layer of a MODEL in forward order, with heads and image tokens at width×height pixels."""
     family = family or detect(model)
