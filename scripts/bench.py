@@ -58,7 +58,7 @@ def designedit_remove(model, clip, size):
     """The whole removal node (key masking + segmented sampling with blending) on a re-noised random source."""
     import comfy.sample
 
-    lat = comfy.sample.fix_empty_latent_channels(model, torch.zeros(1, 4, size // 8, size // 8))
+    lat = comfy.sample.fix_empty_latent_channels(model, torch.zeros(1, 4, *families.detect(model).latent_size(size, size)))
     g = torch.Generator().manual_seed(0)
     src = SourceTrajectory(torch.randn(lat.shape, generator=g), tiny_models.encode(clip, ""),
                            noise=torch.randn(lat.shape, generator=g))
@@ -67,11 +67,12 @@ def designedit_remove(model, clip, size):
     return SleightDesignEditRemove.execute(model, src, mask, 20).result[0]
 
 
-def patched(kind, model, clip, size):
+def patched(kind, name, model, clip, size):
     if kind == "keymask":        # DesignEdit key masking in every self-attention layer at every step
         m = model.clone()
-        mask = torch.zeros(size // 8, size // 8)
-        mask[: size // 16, : size // 16] = 1
+        h, w = families.detect(model).latent_size(size, size)
+        mask = torch.zeros(h, w)
+        mask[: h // 2, : w // 2] = 1
         router.install(m, keymask.KeyMask(mask, schedule.StepWindow(0.0, 1.0)))
         return m
     if kind == "designedit":
@@ -87,7 +88,7 @@ def patched(kind, model, clip, size):
     if kind == "addit":          # Add-it with the paper's defaults on a re-noised source (generated-image mode)
         from sleight.nodes.insertion import SleightAddIt
         from sleight.nodes.inversion import SleightSourceTrajectory
-        clean = tiny_models.sample("bench", model, clip, size=size, steps=2, cfg=5.0)
+        clean = tiny_models.sample(name, model, clip, size=size, steps=2, cfg=5.0)
         traj = SleightSourceTrajectory.execute(model, {"samples": clean}, tiny_models.encode(clip, MAIN), 1).result[0]
         patched_model, _ = SleightAddIt.execute(model, clip, traj, MAIN + " and a cat", "cat", 0.0, -1.0, -1.0,
                                                 10 / 30, 20 / 30).result
@@ -126,7 +127,7 @@ def timed_inpaint(model, sampler, pos, neg, mask, size, steps, cfg):
     import comfy.sample
     import comfy.samplers
 
-    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, size // 8, size // 8]))
+    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, *families.detect(model).latent_size(size, size)]))
     noise = comfy.sample.prepare_noise(latent, 0)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps).cpu()
     t0 = time.perf_counter()
@@ -185,23 +186,23 @@ def measure_inpaint(name, kind, size, steps, repeats, cfg=5.0):
     return row
 
 
-def timed(model, clip, size, steps, cfg):
+def timed(name, model, clip, size, steps, cfg):
     pos, neg = tiny_models.encode(clip, MAIN), tiny_models.encode(clip, "")
     t0 = time.perf_counter()
-    tiny_models.sample("bench", model, clip, size=size, steps=steps, cfg=cfg, positive=pos, negative=neg)
+    tiny_models.sample(name, model, clip, size=size, steps=steps, cfg=cfg, positive=pos, negative=neg)
     return time.perf_counter() - t0
 
 
 def measure(name, kind, size, steps, repeats, cfg=5.0):
     model, clip, _ = tiny_models.load(name)
     mem = kind.endswith("-mem")  # peak bytes above the resting state instead of seconds
-    other = patched(kind.removesuffix("-mem"), model, clip, size)
-    timed(model, clip, size, 1, cfg), timed(other, clip, size, 1, cfg)      # warm-up
+    other = patched(kind.removesuffix("-mem"), name, model, clip, size)
+    timed(name, model, clip, size, 1, cfg), timed(name, other, clip, size, 1, cfg)      # warm-up
     base, trick = [], []
     for i in range(repeats):     # ABBA order cancels slow drift of the machine
         pair = [(base, model), (trick, other)]
         for times, m in (pair if i % 2 == 0 else pair[::-1]):
-            run = lambda: timed(m, clip, size, steps, cfg)  # noqa: E731
+            run = lambda: timed(name, m, clip, size, steps, cfg)  # noqa: E731
             times.append(peak_bytes(run) if mem else run())
     row = {"model": name, "patch": kind, "size": size, "steps": steps, "repeats": repeats,
            "baseline_s": min(base), "patched_s": min(trick), "ratio": min(trick) / min(base),
@@ -215,7 +216,8 @@ DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", 
                 "r2f:sd15", "r2f:sdxl", "route-unet:sdxl_layout", "route-dit:sd3", "route-dit:flux_dev:4",
                 "painta:sd15_inpaint", "painta:sdxl", "painta-mem:sd15_inpaint", "rasg:sd15_inpaint", "rasg:sdxl",
                 "addit:sd15", "addit-mem:sd15", "addit:flux_dev:4",
-                "keymask:sd15", "keymask:sdxl", "keymask:sd3", "keymask:flux_dev:4", "designedit:sdxl"]
+                "keymask:sd15", "keymask:sdxl", "keymask:sd3", "keymask:flux_dev:4", "designedit:sdxl",
+                "route-dit:flux2", "addit:flux2", "addit-mem:flux2", "keymask:flux2", "painta:flux2"]
 
 
 def table(rows):

@@ -66,7 +66,25 @@ def render() -> str:
             lines.append(f"- {fam.models}: **{p.name}** — {p.source}.")
     lines.append("")
 
-    lines += ["## The families", ""]
+    lines += ["## The tiny test models", "",
+              "`make models` builds them (scripts/tiny_models.py): ComfyUI's own model, text-encoder and VAE classes "
+              "with seeded random weights, never committed. Most load through ComfyUI's own loader; where ComfyUI "
+              "0.3.75's detection fixes sizes a tiny model shrinks (Flux.2's 48 heads, Chroma's 3072-wide "
+              "approximator, Qwen-Image's 24 heads and 3584-wide text), the file is still checked to be detected as "
+              "its family and loads with the recipe's config (`load_with_config`: the loader's steps, the recipe "
+              "in place of the detected config). Language-model text encoders (Qwen3, Qwen2.5-VL) are built in "
+              "memory from ComfyUI's classes with the real tokenizers and chat templates, the transformer shrunk "
+              "through ComfyUI's model-config options. The demo and the server tests load both kinds through the "
+              "test-only loaders in scripts/tiny_nodes (never part of the pack). Detection at the real sizes is "
+              "checked on the meta device (tests/comfy/test_released_models.py).", "",
+              "| tiny model | family | ComfyUI config | loaded by | text | VAE |", "|---|---|---|---|---|---|"]
+    import tiny_models
+    for spec in tiny_models.MODELS.values():
+        loader = "ComfyUI's loader" if spec.detected else "recipe config"
+        text = (f"in-memory {spec.text_encoder}" if spec.text_encoder else
+                "in the checkpoint" if spec.loader == "checkpoint" else f"CLIP-L as {spec.clip_type}")
+        lines.append(f"| {spec.name} | {spec.arch} | {spec.config_class} | {loader} | {text} | {spec.vae} |")
+    lines += ["", "## The families", ""]
     for fam in families.FAMILIES:
         doc = inspect.getdoc(sys.modules[fam.__module__]) or ""
         lines += [f"### {fam.models} (`{fam.key}`)", "", doc, ""]
