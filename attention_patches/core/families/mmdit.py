@@ -3,7 +3,10 @@
 Block ids: `joint.10` = joint block 10; SD3.5 Medium's image-only attention of that block is `joint.10` of kind
 self. ComfyUI writes no block id for SD3: calls are counted per forward (a call whose queries are exactly the
 image tokens is the image-only attention of the joint block before it). Joint attention is
-`[context (+ register tokens) | image]`, text first.
+`[context (+ register tokens) | image]`, text first. SD3.5 Large (38 joint blocks) and Medium (MMDiT-X: 24 joint blocks,
+the first 13 with an image-only attention) run on this adapter; ComfyUI gives both the SD3 model class, so the SD3
+text preset (measured on SD3 Medium's 24 blocks) is offered where the joint-block count matches (SD3.5 Medium) and
+refused elsewhere: on SD3.5 Medium it is the paper's index, not a measurement of that model.
 """
 from .base import Call, Family, Layer, Preset
 
