@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 import comfy_env
+import comfy_server
 
 CHROMIUM = os.environ.get("SLEIGHT_CHROMIUM", "/usr/bin/chromium")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -61,7 +62,7 @@ class Frontend:
         from playwright.sync_api import sync_playwright
 
         for key, value in SETTINGS.items():
-            requests.post(f"{self.url}/settings/{key}", json=value, timeout=30).raise_for_status()
+            requests.post(comfy_server.route(self.url, "settings", id=key), json=value, timeout=30).raise_for_status()
         self._pw = sync_playwright().start()
         try:
             self.browser = self._pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
