@@ -1,27 +1,14 @@
 """The ComfyUI internals Sleight pins (attention_patches/core/comfy_compat.py): every symbol exists and takes the
 parameters it is called with, and the sampler loop run outside KSAMPLER.sample equals KSAMPLER.sample bit for
 bit. A ComfyUI that changes any of them fails here, naming the symbol, instead of changing results silently."""
-import importlib
 import inspect
 
 import pytest
 import torch
 
+from compat_scan import resolve
 from sleight.attention_patches.core import comfy_compat
 from tinyrun import encode, latent_for, load
-
-
-def resolve(path):
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-            break
-        except ImportError:
-            continue
-    for name in parts[i:]:
-        obj = getattr(obj, name)
-    return obj
 
 
 @pytest.mark.parametrize("symbol", sorted(comfy_compat.PINNED))
