@@ -31,24 +31,42 @@ JS_ROUTE = re.compile(r"fetchApi\(\s*[`'\"](/[A-Za-z0-9_/]+)")
 ROUTE_DECORATOR = re.compile(r"""routes\.(get|post|put|delete|patch)\(\s*['"]([^'"]+)['"]""")
 DOC = comfy_env.ROOT / "docs" / "COMPATIBILITY.md"
 
-# What was checked by reading newer ComfyUI (docs/COMPATIBILITY.md says which files and versions). Entries not
-# listed here show "not read".
+# What was checked by reading newer ComfyUI: "0.38.1" = read in Comfy-Org/ComfyUI 0.38.1 for this change;
+# "notes" = read up to 783545f6 (0.33.0+) in ../shared/design/comfyui-internals.md. Unlisted entries: "not read".
+_READ = "present, same use (0.38.1)"
+_NOTES = "present, same use (notes, 0.33+)"
 READ_NEWER = {
-    "comfy.samplers.KSAMPLER": "same sample() and fields (samplers.py)",
-    "comfy.samplers.KSamplerX0Inpaint": "same constructor and call (samplers.py)",
-    "comfy.samplers.Sampler": "same max_denoise (samplers.py)",
-    "comfy.samplers._calc_cond_batch": "same signature; dispatches to a multi-GPU variant when set up (samplers.py)",
-    "comfy.samplers.calc_cond_batch": "same signature (samplers.py)",
-    "comfy.samplers.sample": "read in samplers.py",
-    "comfy.samplers.Sampler.max_denoise": "same (samplers.py)",
-    "comfy_api.latest.io.Schema": "more optional fields; nodes/_compat.py passes the newer ones only where known",
-    "route GET /api/jobs": "newer only (server.py, comfy_execution/jobs.py); the client prefers it",
-    "route GET /api/jobs/{}": "newer only; the job carries outputs and execution_status",
-    "route POST /prompt": "same (server.py)",
-    "route GET /history/{}": "same (server.py)",
-    "route GET /object_info": "same (server.py)",
-    "route GET /object_info/{}": "same (server.py)",
-    "route GET /ws": "same (server.py)",
+    **{f"patcher {m}": _READ for m in ("add_wrapper_with_key", "get_model_object", "get_wrappers",
+                                       "remove_wrappers_with_key", "set_model_attn1_output_patch",
+                                       "set_model_attn2_patch", "set_model_patch",
+                                       "set_model_sampler_pre_cfg_function")},
+    **{f"wrapper {w}": _NOTES for w in ("APPLY_MODEL", "CALC_COND_BATCH", "OUTER_SAMPLE", "PREDICT_NOISE",
+                                        "SAMPLER_SAMPLE")},
+    **{f"transformer_options {k}": _NOTES for k in ("activations_shape", "block", "block_index", "block_type",
+                                                    "cond_or_uncond", "optimized_attention_override",
+                                                    "sample_sigmas", "uuids")},
+    **{f"comfy_api.latest.io.{t}": _READ for t in (
+        "Boolean", "Combo", "Float", "Int", "String", "String.Output", "Custom", "Image", "Image.Output", "Mask",
+        "Mask.Output", "Latent", "Latent.Output", "Conditioning", "Conditioning.Output", "Sampler", "Sampler.Output",
+        "Sigmas", "Noise.Output", "Clip", "Vae", "Model", "Model.Output", "ClipVision")},
+    **{f"route {r}": _READ for r in ("POST /prompt", "GET /history/{}", "GET /object_info", "GET /object_info/{}",
+                                     "GET /ws", "GET /view", "GET /system_stats", "POST /interrupt")},
+    "route GET /api/jobs": "newer only (server.py, comfy_execution/jobs.py, 0.38.1); the client prefers it",
+    "route GET /api/jobs/{}": "newer only (0.38.1); the job carries outputs and execution_status",
+    "route GET /sleight/layers": "registered on PromptServer.instance.routes, which 0.38.1 also serves under /api",
+    "comfy.samplers.KSAMPLER": "same fields and sample() (0.38.1)",
+    "comfy.samplers.KSamplerX0Inpaint": "same constructor and call (0.38.1)",
+    "comfy.samplers.Sampler": "same max_denoise (0.38.1)",
+    "comfy.samplers._calc_cond_batch": "same signature; hands over to a multi-GPU variant when set up (0.38.1)",
+    "comfy.samplers.calc_cond_batch": _READ,
+    "comfy.samplers.sample": _NOTES,
+    "comfy.samplers.KSampler.SAMPLERS": "more samplers (0.38.1)",
+    "comfy.patcher_extension.WrappersMP": _NOTES,
+    "comfy.patcher_extension.WrappersMP.APPLY_MODEL": _NOTES,
+    "comfy.patcher_extension.WrappersMP.OUTER_SAMPLE": _NOTES,
+    "comfy_api.latest.io.Schema": "more optional fields; nodes/_compat.py passes the newer ones where known",
+    "model_options transformer_options": _READ,
+    "model_options sampler_pre_cfg_function": _READ,
 }
 
 
