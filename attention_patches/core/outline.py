@@ -49,7 +49,16 @@ def _index(path):
 
 
 def _build(path):
-    sd = header_state_dict(path)
+    try:
+        return _detect_and_build(path, header_state_dict(path))
+    except OutlineError:
+        raise
+    except (RuntimeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        # a detection that needs tensor values (meta tensors have none) or a config the model class rejects
+        raise OutlineError(f"ComfyUI could not read the structure of {os.path.basename(path)}: {e}") from None
+
+
+def _detect_and_build(path, sd):
     prefix = comfy.model_detection.unet_prefix_from_state_dict(sd)
     config = comfy.model_detection.model_config_from_unet(sd, prefix)
     if config is None:                 # a diffusion-model file, keys without the checkpoint's prefix
