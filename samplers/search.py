@@ -319,7 +319,8 @@ class NoiseSearch:
                     self.tick(b)
 
                 outs.append(comfy_compat.run_steps(inner, model_wrap, sigmas[lo:hi + 1], x[rows], extra_args, callback,
-                                                   roots[[root_of[r] for r in rows]], latent_image, denoise_mask))
+                                                   roots[[root_of[r] for r in rows]], latent_image, denoise_mask,
+                                                   schedule=sigmas))
                 x0s.append(seen["x0"])
                 got = seen.get("early")
                 earlies.append(early[rows] if early is not None else got)

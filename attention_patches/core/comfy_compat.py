@@ -48,11 +48,12 @@ def start_state(sampler, model_wrap, sigmas, noise, latent_image):
 
 
 def run_steps(sampler, model_wrap, sigmas, x, extra_args, callback=None, noise=None, latent_image=None,
-              denoise_mask=None):
+              denoise_mask=None, schedule=None):
     """KSAMPLER.sample's loop over `sigmas` from the x-space state `x`, without its noise scaling at either end,
     so segments chain exactly. `noise` / `latent_image` are what its inpainting wrapper keeps the known region
-    with; `callback` gets k-diffusion's dict ({"i", "denoised", "x", ...})."""
-    model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
+    with; `schedule` is the whole run's sigmas a denoise_mask_function sees (default: `sigmas`); `callback` gets
+    k-diffusion's dict ({"i", "denoised", "x", ...})."""
+    model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas if schedule is None else schedule)
     model_k.latent_image = latent_image
     model_k.noise = noise
     args = dict(extra_args)

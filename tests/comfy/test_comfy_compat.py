@@ -41,7 +41,7 @@ class Twin:
         cut = len(sigmas) // 2 if self.segments == 2 else len(sigmas) - 1
         for lo, hi in ((0, cut), (cut, len(sigmas) - 1)) if self.segments == 2 else ((0, cut),):
             x = comfy_compat.run_steps(ks, model_wrap, sigmas[lo:hi + 1], x, extra_args, None, noise, latent_image,
-                                       denoise_mask)
+                                       denoise_mask, schedule=sigmas)
         self.got["chained"] = ms.inverse_noise_scaling(sigmas[-1], x)
         start = comfy_compat.start_state(ks, model_wrap, sigmas, noise, latent_image)
         n, lat = comfy_compat.noise_for_state(ks, model_wrap, sigmas, start)
@@ -60,6 +60,10 @@ def test_loop_outside_ksampler_equals_ksampler_sample(name, sampler, segments, m
     import comfy.samplers
 
     model, clip, _ = load(name)
+    seen = []                # a denoise_mask_function (DifferentialDiffusion's hook) sees the whole schedule
+    model = model.clone()
+    model.set_model_denoise_mask_function(lambda sigma, mask, extra_options: seen.append(len(extra_options["sigmas"]))
+                                          or mask)
     pos, neg = encode(clip, "a red circle"), encode(clip, "")
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4).cpu()
     latent = latent_for(model) + 0.5
@@ -69,5 +73,6 @@ def test_loop_outside_ksampler_equals_ksampler_sample(name, sampler, segments, m
     comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 3), 3.0, twin, sigmas, pos, neg, latent,
                                noise_mask=mask if masked else None, disable_pbar=True, seed=3)
     assert torch.equal(twin.got["chained"], twin.got["real"]), "comfy_compat.run_steps differs from KSAMPLER.sample"
+    assert set(seen) == ({len(sigmas)} if masked else set())
     if not masked:         # a masked run re-noises the known region from `noise`, which noise_for_state replaces
         torch.testing.assert_close(twin.got["restarted_state"], twin.got["real_state"], rtol=1e-5, atol=1e-5)
