@@ -44,7 +44,7 @@ class InpaintTarget:
     text_len: int                      # length of the text sequence they index
     who: str = "Sleight · PAIntA"
 
-    def check_latent(self, latent_hw, down: int = 8):
+    def check_latent(self, latent_hw, down: int):
         """The mask must cover the latent's image (same aspect ratio, to a pixel per latent cell)."""
         mh, mw = self.mask.shape[-2:]
         lh, lw = latent_hw
@@ -318,11 +318,11 @@ def resolve_blocks(model, choice: str, custom: str, who: str):
 
 # ------------------------------------------------------------------ install
 
-def outer_sample_check(target, inpainting):
+def outer_sample_check(target, inpainting, downscale):
     def start(run):
         latent, denoise_mask = run.latent_image, run.denoise_mask
         if latent is not None and latent.ndim >= 4:
-            target.check_latent(tuple(latent.shape[-2:]))
+            target.check_latent(tuple(latent.shape[-2:]), downscale)
         if not inpainting and denoise_mask is None:
             raise ValueError(
                 f"{target.who}: this model is not an inpainting model (its input has no mask channels) and the "
@@ -347,5 +347,5 @@ def install(model, target: InpaintTarget, blocks, window: schedule.Window, embed
             effect = PAIntA(target, blocks, window, family)
         router.install(model, effect, who)
     model.model_options.setdefault("transformer_options", {})[TARGET_KEY] = target
-    hooks.on_run(model, KEY, outer_sample_check(target, family.inpaints(model.model)))
+    hooks.on_run(model, KEY, outer_sample_check(target, family.inpaints(model.model), family.downscale))
     return effect

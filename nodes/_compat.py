@@ -1,5 +1,10 @@
-"""The only module that imports comfy_api. Drops schema/input fields the running ComfyUI does not know,
-so one pack loads on 0.3.75 and on the newest ComfyUI (0.3.75 raises TypeError on unknown kwargs)."""
+"""The only module that imports comfy_api. One pack for ComfyUI 0.3.75 and newer: schema and input fields that
+only newer ComfyUI knows (NEWER_*) are passed where the running ComfyUI takes them and dropped where it does not
+(0.3.75 raises TypeError on unknown kwargs). Any other unknown field is a mistake and raises.
+
+DynamicCombo (a combo that reveals other inputs) is deliberately not used: it stores the revealed inputs under
+dotted ids ("mode.branches") and hands the node a dict, so API prompts and saved workflows would differ between
+ComfyUI versions; Sleight keeps one flat API format everywhere (docs/COMPATIBILITY.md)."""
 import dataclasses
 import inspect
 import logging
@@ -8,26 +13,45 @@ from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (re-exported 
 
 log = logging.getLogger("sleight")
 
+# field -> the first ComfyUI release known to have it (read in newer comfy_api/latest/_io.py; see ../shared
+# design notes, comfyui-internals.md §5)
+NEWER_SCHEMA_FIELDS = {"search_aliases": "0.11.0", "accept_all_inputs": "0.11.0", "essentials_category": "0.15.0",
+                       "is_dev_only": "after 0.3.75", "price_badge": "after 0.3.75",
+                       "has_intermediate_output": "after 0.3.75"}
+NEWER_INPUT_FIELDS = {"advanced": "0.10.0", "raw_link": "0.8.0"}
+
 _SCHEMA_FIELDS = {f.name for f in dataclasses.fields(io.Schema)}
 
 
-def _known(callable_, kwargs):
-    params = inspect.signature(callable_).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    dropped = sorted(set(kwargs) - set(params))
-    if dropped:
-        log.debug("sleight: this ComfyUI does not know %s of %s; dropped", dropped, getattr(callable_, "__qualname__", callable_))
-    return {k: v for k, v in kwargs.items() if k in params}
+def _keep(known, kwargs, newer, what):
+    unknown = [] if known is None else sorted(set(kwargs) - set(known))
+    mistakes = [k for k in unknown if k not in newer]
+    if mistakes:
+        raise TypeError(f"sleight: {what} has no field {mistakes} in any ComfyUI Sleight knows (a typo?)")
+    if unknown:
+        log.debug("sleight: this ComfyUI's %s does not know %s; dropped", what, unknown)
+    return {k: v for k, v in kwargs.items() if k not in unknown}
+
+
+def input_fields(kind):
+    """The keyword arguments `kind.Input` takes in the running ComfyUI (None: any, it has **kwargs)."""
+    params = inspect.signature(kind.Input.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params} - {"self"}
 
 
 def schema(**kwargs) -> io.Schema:
-    dropped = sorted(set(kwargs) - _SCHEMA_FIELDS)
-    if dropped:
-        log.debug("sleight: this ComfyUI's io.Schema has no %s; dropped", dropped)
-    return io.Schema(**{k: v for k, v in kwargs.items() if k in _SCHEMA_FIELDS})
+    return io.Schema(**_keep(_SCHEMA_FIELDS, kwargs, NEWER_SCHEMA_FIELDS, "io.Schema"))
+
+
+def with_options(input_, **options):
+    """`input_` with extra entries in its /object_info options (read by web/js). Set after construction:
+    0.3.75's String.Input does not take `extra_dict`; every version merges the attribute into its options."""
+    input_.extra_dict = {**(input_.extra_dict or {}), **options}
+    return input_
 
 
 def inp(kind, name: str, **kwargs):
-    """`io.<Kind>.Input(name, **kwargs)` without the kwargs this ComfyUI's input class lacks (e.g. `advanced`)."""
-    return kind.Input(name, **_known(kind.Input.__init__, kwargs))
+    """`io.<Kind>.Input(name, **kwargs)`, without the newer fields this ComfyUI's input class lacks."""
+    return kind.Input(name, **_keep(input_fields(kind), kwargs, NEWER_INPUT_FIELDS, f"io.{kind.__name__}.Input"))

@@ -120,9 +120,11 @@ class SleightDesignEditLayer(io.ComfyNode):
                             "object, or another image)."),
                 inp(io.Mask, "mask", tooltip="The part of the layer to paste (white), at the layer image's size."),
                 inp(io.Int, "move_x", default=0, min=-16384, max=16384, step=8,
-                    tooltip="Move right by this many pixels (negative: left); snaps to the latent grid (8 px)."),
+                    tooltip="Move right by this many pixels (negative: left); snaps to the model's latent grid "
+                            "(8 px on SD, SDXL, SD3 and Flux)."),
                 inp(io.Int, "move_y", default=0, min=-16384, max=16384, step=8,
-                    tooltip="Move down by this many pixels (negative: up); snaps to the latent grid (8 px)."),
+                    tooltip="Move down by this many pixels (negative: up); snaps to the model's latent grid "
+                            "(8 px on SD, SDXL, SD3 and Flux)."),
                 inp(io.Float, "scale", default=1.0, min=0.1, max=8.0, step=0.05,
                     tooltip="Resize about the mask's centre (nearest latent cell, so the layer's noise keeps its statistics)."),
                 inp(io.Combo, "flip", options=list(fusion.FLIPS), default="none",

@@ -2,7 +2,7 @@
 from ..attention_patches import painta
 from ..attention_patches.core import families, schedule, tokens
 from ..samplers import rasg
-from ._compat import inp, io, schema
+from ._compat import inp, io, schema, with_options
 
 
 class SleightPAIntA(io.ComfyNode):
@@ -40,9 +40,11 @@ class SleightPAIntA(io.ComfyNode):
                             "at 512 px, the same relative depth at any size; a UNet without those levels uses the nearest); "
                             "SD3 / Flux: every joint block (no paper "
                             "setting exists there). 'custom': the block ids in custom_layers."),
-                inp(io.String, "custom_layers", default="*",
-                    tooltip="Used when layers is 'custom': block ids as Sleight · Inspect attention layers lists them "
-                            "(output.4, input.7-8, double.*, *). UNet: self-attention layers; DiT: joint blocks."),
+                with_options(inp(io.String, "custom_layers", default="*",
+                                 tooltip="Used when layers is 'custom': block ids as Sleight · Inspect attention layers "
+                                         "lists them (output.4, input.7-8, double.*, *). UNet: self-attention layers; "
+                                         "DiT: joint blocks. The 'pick blocks' button lists the connected model's blocks."),
+                             sleight_layers="self", sleight_layers_switch=["layers", painta.CUSTOM]),
             ],
             outputs=[io.Model.Output(tooltip="The model with PAIntA; connect it to the sampler (or to Sleight · RASG's sampler)."),
                      io.Conditioning.Output(display_name="positive",

@@ -4,7 +4,7 @@ import comfy.samplers
 
 from ..attention_patches.core import families, schedule
 from ..samplers import find_layers, routing
-from ._compat import inp, io, schema, ui
+from ._compat import inp, io, schema, ui, with_options
 
 LAYERS_TOOLTIP = (
     "Which attention layers receive the routed prompt. "
@@ -16,7 +16,8 @@ CUSTOM_TOOLTIP = (
     "Used when layers is 'custom'; ignored otherwise. Block ids as Sleight · Inspect attention layers lists "
     "them, separated by commas: output.2.1 (one transformer block), output.2.1-3 (a range), output.2 (every "
     "transformer block of ComfyUI block output 2), output.*.0 or double.* (wildcards), * (all). "
-    "A preset name also works here. Every item must match a layer of the model.")
+    "A preset name also works here. Every item must match a layer of the model. The 'pick blocks' button lists "
+    "the connected model's block ids to choose from.")
 
 
 class SleightPromptRoute(io.ComfyNode):
@@ -41,7 +42,8 @@ class SleightPromptRoute(io.ComfyNode):
                     tooltip="The routed prompt (B), encoded with this model's CLIP. Only its token embedding is "
                             "routed; SDXL's pooled embedding stays the sampler's. Any token length works."),
                 inp(io.Combo, "layers", options=routing.LAYER_CHOICES, default=routing.AUTO, tooltip=LAYERS_TOOLTIP),
-                inp(io.String, "custom_layers", default="output.2.1-3", multiline=False, tooltip=CUSTOM_TOOLTIP),
+                with_options(inp(io.String, "custom_layers", default="output.2.1-3", multiline=False, tooltip=CUSTOM_TOOLTIP),
+                             sleight_layers="text", sleight_layers_switch=["layers", routing.CUSTOM]),
                 inp(io.Float, "start_percent", default=0.08, min=0.0, max=1.0, step=0.001,
                     tooltip="Routing starts here (ComfyUI percent of the model's time, 0 = first step). 0.08 is the "
                             "paper's step 4 of 50 (with the normal, sgm_uniform or ddim_uniform scheduler it is "
@@ -114,8 +116,10 @@ class SleightFindTextLayers(io.ComfyNode):
                             "by the change inside minus the change outside the mask."),
                 inp(io.Float, "start_percent", default=0.08, min=0.0, max=1.0, step=0.001,
                     tooltip="Routing starts here in every run (as in Route prompt into layers; 0.08 = the paper's step 4 of 50)."),
-                inp(io.String, "search_layers", default="*",
-                    tooltip="Only these layers are candidates (layer spec, e.g. output.* or output.2). * = all."),
+                with_options(inp(io.String, "search_layers", default="*",
+                                 tooltip="Only these layers are candidates (layer spec, e.g. output.* or output.2). * = all. "
+                                         "The 'pick blocks' button lists the connected model's block ids."),
+                             sleight_layers="text"),
             ],
             outputs=[
                 io.String.Output(display_name="table", tooltip="Ranked candidates with their scores."),

@@ -21,7 +21,7 @@ import torch
 
 import comfy.model_management
 
-from ..attention_patches.core import hooks, schedule
+from ..attention_patches.core import comfy_compat, hooks, schedule
 from . import fusion
 
 KEY = "sleight.designedit"
@@ -127,16 +127,15 @@ def make_wrapper(plan: Plan):
         for a, b in _segments(n, todo):
             comfy.model_management.throw_exception_if_processing_interrupted()
             seg = sigmas[a:b + 1]
-            max_denoise = executor.class_obj.max_denoise(guider, seg) if hasattr(executor.class_obj, "max_denoise") else False
-            unit = ms.noise_scaling(seg[0], torch.ones_like(x), torch.zeros_like(x), max_denoise)
+            start_noise, start_latent = comfy_compat.noise_for_state(executor.class_obj, guider, seg, x)
             extra = dict(extra_args)
             if seed is not None:
                 extra["seed"] = seed + a
             cb = None
             if callback is not None:
                 cb = (lambda off: (lambda i, x0, xi, total: callback(i + off, x0, xi, n)))(a)
-            out = executor(guider, seg, extra, cb, x / unit, torch.zeros_like(x), None, True, *args, **kwargs)
-            x = ms.noise_scaling(seg[-1], torch.zeros_like(out), out)     # undo inverse_noise_scaling
+            out = executor(guider, seg, extra, cb, start_noise, start_latent, None, True, *args, **kwargs)
+            x = comfy_compat.state_after(ms, seg, out)
             if b in todo:
                 x = _apply(plan, todo[b], x, sigmas[b], ms)
         return ms.inverse_noise_scaling(sigmas[-1], x)

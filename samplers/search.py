@@ -20,6 +20,7 @@ import comfy.sample
 import comfy.samplers
 import comfy.utils
 
+from ..attention_patches.core import comfy_compat
 from . import verifiers as V
 
 MODES = ("random", "zero_order", "paths")
@@ -283,7 +284,7 @@ class NoiseSearch:
         return max(1, first_step_at(self.ms, self.sigmas, self.s.branch_start_percent)) if self.K > 1 else 1
 
     def run_paths(self):
-        if not hasattr(self.sampler, "sampler_function"):
+        if comfy_compat.sampler_function(self.sampler) is None:
             raise ValueError("search over paths needs a k-diffusion sampler (KSamplerSelect and friends), "
                              f"got {type(self.sampler).__name__}")
         if any(v.needs_early for v in self.verifiers) and self.k0() < self.early_step:
@@ -302,18 +303,13 @@ class NoiseSearch:
         out_space = model_wrap.inner_model.process_latent_out
         n = s.budget
         roots = torch.cat([noise] + [self.noise(self.seed + i).to(noise) for i in range(1, n)])
-        x = ms.noise_scaling(sigmas[0], roots, latent_image, inner.max_denoise(model_wrap, sigmas))
+        x = comfy_compat.start_state(inner, model_wrap, sigmas, roots, latent_image)
         root_of = list(range(n))
 
         def segment(x, lo, hi, early):
             outs, x0s, earlies = [], [], []
             for chunk in chunks(x.shape[0], s.batch_size):
                 rows = list(chunk)
-                model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
-                model_k.latent_image = latent_image
-                model_k.noise = roots[[root_of[r] for r in rows]]
-                args = dict(extra_args)
-                args["denoise_mask"] = denoise_mask
                 seen = {}
 
                 def callback(d, b=len(rows)):
@@ -322,8 +318,9 @@ class NoiseSearch:
                         seen["early"] = d["denoised"].detach().clone()
                     self.tick(b)
 
-                outs.append(inner.sampler_function(model_k, x[rows], sigmas[lo:hi + 1], extra_args=args,
-                                                   callback=callback, disable=True, **inner.extra_options))
+                outs.append(comfy_compat.run_steps(inner, model_wrap, sigmas[lo:hi + 1], x[rows], extra_args, callback,
+                                                   roots[[root_of[r] for r in rows]], latent_image, denoise_mask,
+                                                   schedule=sigmas))
                 x0s.append(seen["x0"])
                 got = seen.get("early")
                 earlies.append(early[rows] if early is not None else got)

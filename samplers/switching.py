@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import comfy.sampler_helpers
 
-from ..attention_patches.core import hooks, runstate, schedule
+from ..attention_patches.core import comfy_compat, hooks, runstate, schedule
 
 KEY = "sleight.switch"          # wrapper key
 # Marks the entries this module adds: they stand in for the positive, so rows built from them are "cond" rows
@@ -83,7 +83,7 @@ def install(model, planner: Callable, who: str = "Sleight"):
             return
         if "positive" not in conds:
             raise ValueError(f"{who}: this guider has no 'positive' conditioning to switch.")
-        lookahead = schedule.sampler_name(run.sampler) in schedule.LOOKAHEAD_SAMPLERS
+        lookahead = comfy_compat.sampler_name(run.sampler) in schedule.LOOKAHEAD_SAMPLERS
         state = run.slot(planner, lambda: SwitchRun(plan, schedule.StepTracker(
             run.sigmas.detach().flatten().cpu().tolist(), lookahead)))
         for key, cond in plan.conds.items():

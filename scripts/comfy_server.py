@@ -25,6 +25,21 @@ import websocket
 import comfy_env
 
 
+# Every ComfyUI route this module calls: name -> (method, path). The compatibility test checks each against the
+# routes the running ComfyUI declares (tests/comfy/test_compat_scan.py); NEWER_ROUTES exist only after 0.3.75.
+ROUTES = {
+    "prompt": ("POST", "/prompt"), "interrupt": ("POST", "/interrupt"), "ws": ("GET", "/ws"),
+    "history": ("GET", "/history/{prompt_id}"), "jobs": ("GET", "/api/jobs"), "job": ("GET", "/api/jobs/{prompt_id}"),
+    "object_info": ("GET", "/object_info"), "object_info_node": ("GET", "/object_info/{node_class}"),
+    "view": ("GET", "/view"), "system_stats": ("GET", "/system_stats"), "settings": ("POST", "/settings/{id}"),
+}
+NEWER_ROUTES = {"jobs", "job"}     # the Jobs API (comfy_execution/jobs.py): read in ComfyUI 0.38.1
+
+
+def route(base, name, **fields):
+    return base.rstrip("/") + ROUTES[name][1].format(**fields)
+
+
 class PromptError(RuntimeError):
     """POST /prompt was refused (HTTP 400: validation failed). `.body` is the server's JSON answer."""
 
@@ -59,19 +74,46 @@ class Result:
         return [d for t, d in self.messages if t == kind]
 
 
+def entry_from_job(job):
+    """A finished job of ComfyUI's Jobs API (GET /api/jobs/{id}, newer than 0.3.75) as the /history entry shape
+    the rest of this module reads ({"outputs", "status"}); None while the job is pending or running.
+    The job's shape (comfy_execution/jobs.py, normalize_history_item with outputs): {"id", "status":
+    pending|in_progress|completed|failed, "outputs": {node_id: {...}}, "execution_status": the history's status
+    {"status_str", "completed", "messages"}, "execution_error", "workflow": {"prompt", "extra_data"}, ...}."""
+    if not job or job.get("status") not in ("completed", "failed"):
+        return None
+    status = job.get("execution_status") or {"status_str": "success" if job["status"] == "completed" else "error",
+                                             "completed": job["status"] == "completed", "messages": []}
+    return {"outputs": job.get("outputs") or {}, "status": status, "job": job}
+
+
 class Client:
+    """HTTP + WebSocket client of one ComfyUI server. Results come from the Jobs API where the server has it
+    (newer ComfyUI), else from /history (0.3.75)."""
+
     def __init__(self, base_url, client_id=None, timeout=600):
         self.base, self.timeout = base_url.rstrip("/"), timeout
         self.client_id = client_id or uuid.uuid4().hex
+        self._jobs = None
 
-    def get(self, path, **params):
-        r = requests.get(self.base + path, params=params, timeout=30)
+    def has_jobs_api(self):
+        """Whether the server offers GET /api/jobs (asked once)."""
+        if self._jobs is None:
+            try:
+                r = requests.get(route(self.base, "jobs"), params={"limit": 1}, timeout=30)
+                self._jobs = r.status_code == 200 and isinstance(r.json(), dict) and "jobs" in r.json()
+            except (requests.RequestException, ValueError):
+                self._jobs = False
+        return self._jobs
+
+    def get(self, name, params=None, **fields):
+        r = requests.get(route(self.base, name, **fields), params=params, timeout=30)
         r.raise_for_status()
         return r
 
     def queue(self, prompt, extra_data=None):
         body = {"prompt": prompt, "client_id": self.client_id, "extra_data": extra_data or {}}
-        r = requests.post(self.base + "/prompt", json=body, timeout=60)
+        r = requests.post(route(self.base, "prompt"), json=body, timeout=60)
         if r.status_code != 200:
             try:
                 body = r.json()
@@ -82,7 +124,7 @@ class Client:
 
     def run(self, prompt, on_progress=None, extra_data=None, check=True):
         """Queue `prompt`, follow it on the WebSocket until it ends, return a Result (raise on failure if check)."""
-        ws = websocket.create_connection(self.base.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}",
+        ws = websocket.create_connection(route(self.base.replace("http", "ws", 1), "ws") + f"?clientId={self.client_id}",
                                          timeout=self.timeout)
         try:
             prompt_id = self.queue(prompt, extra_data)
@@ -114,18 +156,25 @@ class Client:
         return result
 
     def history(self, prompt_id, wait=0):
+        """The finished prompt's record {"outputs", "status", ...} ({} if not there within `wait` seconds)."""
         deadline = time.monotonic() + wait
         while True:
-            entry = self.get(f"/history/{prompt_id}").json().get(prompt_id, {})
+            if self.has_jobs_api():
+                r = requests.get(route(self.base, "job", prompt_id=prompt_id), timeout=30)
+                entry = entry_from_job(r.json()) if r.status_code == 200 else None
+            else:
+                entry = self.get("history", prompt_id=prompt_id).json().get(prompt_id)
             if entry or time.monotonic() >= deadline:
-                return entry
+                return entry or {}
             time.sleep(0.2)
 
     def interrupt(self):
-        requests.post(self.base + "/interrupt", json={}, timeout=30).raise_for_status()
+        requests.post(route(self.base, "interrupt"), json={}, timeout=30).raise_for_status()
 
     def object_info(self, node_class=None):
-        return self.get("/object_info" + (f"/{node_class}" if node_class else "")).json()
+        if node_class:
+            return self.get("object_info_node", node_class=node_class).json()
+        return self.get("object_info").json()
 
     @staticmethod
     def output_images(history):
@@ -134,7 +183,7 @@ class Client:
                 for img in out.get("images", [])]
 
     def view(self, filename, subfolder="", type="output"):
-        return self.get("/view", filename=filename, subfolder=subfolder, type=type).content
+        return self.get("view", {"filename": filename, "subfolder": subfolder, "type": type}).content
 
     def download_outputs(self, history, dest):
         """Fetch every output image of a history entry into dest; returns {node_id: [paths]}."""
@@ -198,7 +247,7 @@ class ComfyServer:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} on start:\n{self.log_tail()}")
                 try:
-                    if requests.get(self.url + "/system_stats", timeout=2).status_code == 200:
+                    if requests.get(route(self.url, "system_stats"), timeout=2).status_code == 200:
                         self.startup_s = time.monotonic() - t0
                         return self
                 except requests.RequestException:

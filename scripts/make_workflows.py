@@ -1,13 +1,17 @@
 """Build the example workflows with the real ComfyUI frontend from the specs below.
 
-For each spec: the page creates the nodes with LiteGraph, sets widget values, connects them and lays them out
-in columns; `graph.serialize()` becomes example_workflows/<name>.json (UI format), `app.graphToPrompt()` its API
-twin tests/workflows/<name>.api.json, and a screenshot the template thumbnail <name>.jpg.
+For each spec: the page creates the nodes with LiteGraph, sets widget values and connects them; every node is
+measured as the bundled and the newest frontend draw it (the larger size counts), and `layout` places them
+(layers from the links, left to right); `graph.serialize()` becomes example_workflows/<name>.json (UI format),
+`app.graphToPrompt()` its API twin tests/workflows/<name>.api.json (the inputs each node declares), and a
+screenshot the template thumbnail <name>.jpg. A spec node is (key, type, title, widget values, column, row);
+column and row only break ties in the layout's order.
 
     .venv/bin/python scripts/make_workflows.py [NAME ...]
 """
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -123,7 +127,7 @@ def spec_r2f_plan():
                 ("plan", 0, "k0", "positive"), ("plan", 0, "k1", "positive"),
                 ("ckpt", 0, "r2f", "model"), ("plan", 0, "r2f", "rare"), ("plan", 1, "r2f", "frequent"),
                 ("r2f", 0, "k1", "model")],
-            "model": SD15, "node_models": {"llm": [QWEN3_4B]},
+            "model": SD15, "models": [QWEN3_4B],
             "note": "Rare-to-Frequent without an outside LLM.\nSleight · R2F plan asks the language model of a text "
                     "encoder, here Z-Image's Qwen3-4B (loaded only to plan), for the paper's plan: 'a hairy object' "
                     "before 'a hairy hamburger', level 5. Preview Any shows the plan; the checkpoint's CLIP "
@@ -368,48 +372,142 @@ SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();
-  const byId = {}, cols = {};
+  const byId = {}, hints = {};
   for (const [key, type, title, values, col, row] of spec.nodes) {
     const n = LiteGraph.createNode(type); if (!n) throw new Error(`unknown node type ${type}`);
-    n.title = title; g.add(n); byId[key] = n;
+    n.title = title; g.add(n); byId[key] = n; hints[n.id] = [col, row];
     for (const [k, v] of Object.entries(values)) {
       const w = n.widgets.find(w => w.name === k); if (!w) throw new Error(`${type} has no widget ${k}`); w.value = v;
     }
     if (type === "CheckpointLoaderSimple") n.properties.models = [spec.model];
-    if ((spec.node_models || {})[key]) n.properties.models = spec.node_models[key];
-    if (type === "KSampler") n.size[0] = 300;
-    if (type === "PreviewAny") n.size = [360, 240];
-    (cols[col] = cols[col] || []).push([row, n]);
+    const files = (spec.models || []).filter(m => Object.values(values).includes(m.name));
+    if (files.length) n.properties.models = files;
   }
   for (const [a, slot, b, input] of spec.links) byId[a].connect(slot, byId[b], input);
   const note = LiteGraph.createNode("Note"); note.title = "About this workflow"; g.add(note);
   note.widgets[0].value = spec.note; note.size = [320, 300];
-  let x = 360;
-  for (const c of Object.keys(cols).map(Number).sort((p, q) => p - q)) {
-    let y = 0; const list = cols[c].sort((p, q) => p[0] - q[0]).map(p => p[1]);
-    for (const n of list) { n.pos = [x, y]; y += n.size[1] + 70; }
-    x += Math.max(...list.map(n => n.size[0])) + 80;
-  }
-  note.pos = [0, 0];
-  for (const n of Object.values(byId)) if (n.type === "CheckpointLoaderSimple") n.pos = [0, 360];
-  g.setDirtyCanvas(true, true);
-  return JSON.stringify(g.serialize());
+  return JSON.stringify({graph: g.serialize(), hints});
+}"""
+GAP_X, GAP_Y, TITLE = 80, 50, 30     # px between columns, between a node and the title bar below it; title bar
+
+
+def layout(workflow, sizes, hints=None, sweeps=4):
+    """Place every node of a UI workflow in place: left to right in layers (a node one column right of its
+    furthest input; a node without inputs one column left of its first consumer; unconnected nodes such as
+    notes first in column 0), each column ordered by the barycentre of its neighbours (a few sweeps each way),
+    each node aligned with its inputs where the column has room. `sizes`: {node id: [w, h]} (without the title
+    bar); boxes never overlap. `hints`: {node id: (column, row)} break ties in the order."""
+    hints = {str(k): tuple(v) for k, v in (hints or {}).items()}
+    ids = [str(n["id"]) for n in workflow["nodes"]]
+    preds, succs = {i: [] for i in ids}, {i: [] for i in ids}
+    for link in workflow["links"]:
+        a, b = str(link[1]), str(link[3])
+        if a not in preds[b]:
+            preds[b].append(a)
+            succs[a].append(b)
+    waiting = {i: len(preds[i]) for i in ids}
+    topo, ready = [], [i for i in ids if not preds[i]]
+    while ready:
+        n = ready.pop(0)
+        topo.append(n)
+        for m in succs[n]:
+            waiting[m] -= 1
+            if waiting[m] == 0:
+                ready.append(m)
+    if len(topo) != len(ids):
+        raise ValueError("the workflow has a cycle")
+    layer = {}
+    for n in topo:
+        layer[n] = max((layer[p] + 1 for p in preds[n]), default=0)
+    for n in reversed(topo):
+        if not preds[n] and succs[n]:
+            layer[n] = min(layer[m] for m in succs[n]) - 1
+    free = [i for i in ids if not preds[i] and not succs[i]]
+    low = min([layer[i] for i in ids if i not in free] or [0])
+    for i in ids:
+        layer[i] = 0 if i in free else layer[i] - low
+    columns = {}
+    for i in sorted(ids, key=lambda i: (i not in free, hints.get(i, (0, 0))[1], hints.get(i, (0, 0))[0], int(i))):
+        columns.setdefault(layer[i], []).append(i)
+    for sweep in range(2 * sweeps):
+        forward = sweep % 2 == 0
+        for c in sorted(columns) if forward else sorted(columns, reverse=True):
+            index = {n: k for col in columns.values() for k, n in enumerate(col)}
+            near = preds if forward else succs
+
+            def centre(n):
+                if n in free:
+                    return (-1, index[n])
+                ns = [index[m] for m in near[n]]
+                return (sum(ns) / len(ns) if ns else index[n], index[n])
+            columns[c].sort(key=centre)
+    pos, x = {}, 0
+    for c in sorted(columns):
+        bottom = -GAP_Y
+        for n in columns[c]:
+            w, h = sizes[n]
+            placed = [pos[p][1] + sizes[p][1] / 2 for p in preds[n] if p in pos]
+            want = sum(placed) / len(placed) - h / 2 if placed else 0
+            y = max(want, bottom + GAP_Y + TITLE)
+            pos[n] = (x, y)
+            bottom = y + h
+        x += max(sizes[n][0] for n in columns[c]) + GAP_X
+    top = min(y for _, y in pos.values()) - TITLE
+    for node in workflow["nodes"]:
+        i = str(node["id"])
+        node["pos"] = [round(pos[i][0]), round(pos[i][1] - top)]
+        node["size"] = [round(v) for v in sizes[i]]
+    return workflow
+
+
+TITLE_WIDTHS_JS = """() => {
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = app.canvas.title_text_font || `${LiteGraph.NODE_TEXT_SIZE}px Arial`;
+  return Object.fromEntries(app.graph._nodes.map(
+    n => [String(n.id), ctx.measureText(n.title).width + 2 * LiteGraph.NODE_TITLE_HEIGHT + 20]));
 }"""
 
 
+def measure(fe, workflow, name):
+    """{node id: [w, h]} as frontend `fe` draws the workflow's nodes (title bar excluded), wide enough for the
+    whole title."""
+    r = fe.load(workflow, name)
+    title = fe.page.evaluate(TITLE_WIDTHS_JS)
+    return {b[0]: [max(b[4] - b[2], title[b[0]]), b[5] - b[3] - TITLE] for b in r["boxes"]}
+
+
+def check(result, name, label):
+    problems = {k: result[k] for k in ("missing", "errored") if result[k]}
+    bad = thumbnails.overlaps(result["boxes"])
+    if problems or bad:
+        raise SystemExit(f"{name} in the {label} frontend: {problems} overlapping {bad}")
+
+
 def main(names):
-    with ComfyServer(log_path=comfy_env.OUTPUT / "workflows" / "server.log") as server, thumbnails.Frontend(server.url) as fe:
-        for name in names:
-            spec = {"model": SDXL, **SPECS[name]()}
-            ui = json.loads(fe.page.evaluate(BUILD_JS, spec))
-            result = fe.load(ui, name)
-            if result["missing"] or result["errored"]:
-                raise SystemExit(f"{name}: missing {result['missing']}, errors {result['errored']}")
-            (thumbnails.EXAMPLES / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
-            (comfy_env.ROOT / "tests" / "workflows" / f"{name}.api.json").write_text(json.dumps(result["prompt"], indent=2) + "\n")
-            shot = fe.screenshot(comfy_env.OUTPUT / "workflows" / f"{name}.png")
-            thumbnails.make_thumbnail(shot, thumbnails.EXAMPLES / f"{name}.jpg")
-            print(f"wrote {name}: {len(ui['nodes'])} nodes")
+    specs = {name: {"model": SDXL, **SPECS[name]()} for name in names}
+    out = comfy_env.OUTPUT / "workflows"
+    with tempfile.TemporaryDirectory(prefix="sleight-models-") as tmp:
+        models = thumbnails.models_with(tmp, [s["model"] for s in specs.values()])
+        with ComfyServer(log_path=out / "server.log", models_dir=models) as server, \
+                thumbnails.Frontend(server.url) as fe, \
+                ComfyServer(log_path=out / "server-newest.log", models_dir=models,
+                            extra_args=thumbnails.frontend_args(thumbnails.NEWEST_FRONTEND)) as newest, \
+                thumbnails.Frontend(newest.url, browser=fe.browser) as fe_newest:
+            declared = thumbnails.declared_inputs(server.client.object_info())
+            for name, spec in specs.items():
+                built = json.loads(fe.page.evaluate(BUILD_JS, spec))
+                ui = built["graph"]
+                a, b = measure(fe, ui, name), measure(fe_newest, ui, name)
+                layout(ui, {i: [max(a[i][0], b[i][0]), max(a[i][1], b[i][1])] for i in a}, built["hints"])
+                check(fe_newest.load(ui, name), name, thumbnails.NEWEST_FRONTEND)
+                result = fe.load(ui, name)
+                check(result, name, "bundled")
+                (thumbnails.EXAMPLES / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+                twin = thumbnails.api_inputs(result["prompt"], declared)
+                (comfy_env.ROOT / "tests" / "workflows" / f"{name}.api.json").write_text(json.dumps(twin, indent=2) + "\n")
+                shot = fe.screenshot(out / f"{name}.png")
+                thumbnails.make_thumbnail(shot, thumbnails.EXAMPLES / f"{name}.jpg")
+                print(f"wrote {name}: {len(ui['nodes'])} nodes")
 
 
 if __name__ == "__main__":

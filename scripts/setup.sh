@@ -11,6 +11,7 @@ VENV=$ROOT/.venv
 BUILD=$ROOT/build
 TORCH_PINS="torch==2.15.0 torchvision==0.29.2"   # installed together: there is no CPU torchvision build
 TEST_TOOLS="pytest==9.0.3 pytest-timeout requests websocket-client playwright==1.65.2"
+NEWEST_FRONTEND=1.58.1   # the frontend tests also run on this one (scripts/thumbnails.py NEWEST_FRONTEND)
 STAMP_KEY="$(cat scripts/setup.sh | sha256sum | cut -c1-16)-${COMFYUI_PATH:-}-${SLEIGHT_COMFYUI_GIT:-}"
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -68,10 +69,19 @@ $PIP install -r "$BUILD/requirements.txt" $TEST_TOOLS
 mkdir -p "$COMFY/custom_nodes"
 ln -sfn "$ROOT" "$COMFY/custom_nodes/sleight"
 
-# 5. a browser for the frontend tests (Debian's chromium)
+# 5. the newest frontend beside the bundled one, in the build folder (served with --front-end-root; installing it
+#    into the venv would replace the frontend ComfyUI 0.3.75 bundles)
+FRONTEND_DIR="$BUILD/frontend-$NEWEST_FRONTEND"
+if [ ! -f "$FRONTEND_DIR/comfyui_frontend_package/static/index.html" ]; then
+  log "installing comfyui-frontend-package $NEWEST_FRONTEND into ${FRONTEND_DIR#$ROOT/}"
+  rm -rf "$FRONTEND_DIR"
+  $PIP install --no-deps --target "$FRONTEND_DIR" "comfyui-frontend-package==$NEWEST_FRONTEND"
+fi
+
+# 6. a browser for the frontend tests (Debian's chromium); without it tests/frontend fails
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   log "installing Debian's chromium for the frontend tests"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || log "chromium not installed: frontend tests will be skipped"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || log "chromium not installed: tests/frontend will fail"
 fi
 
 echo "$STAMP_KEY" > "$BUILD/.setup-stamp"

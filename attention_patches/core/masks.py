@@ -99,7 +99,7 @@ def dilate_cross(mask, iterations: int = 1) -> torch.Tensor:
     return mask
 
 
-def pixel_to_latent(mask, latent_hw, ratio: int = 8, dilation: int = 0, feather: int = 0,
+def pixel_to_latent(mask, latent_hw, ratio: int, dilation: int = 0, feather: int = 0,
                     who: str = "Sleight · DesignEdit", name: str = "mask") -> torch.Tensor:
     """A pixel MASK → (1, 1, h, w) on the latent grid, 1 = edit. Several masks in a batch are united.
 

@@ -140,11 +140,6 @@ def step_window(who: str, name: str, start: float, end: float) -> StepWindow:
 LOOKAHEAD_SAMPLERS = frozenset({"sample_heun", "sample_heunpp2"})
 
 
-def sampler_name(sampler) -> str:
-    fn = getattr(sampler, "sampler_function", None)
-    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "") or ""
-
-
 class StepTracker:
     """Maps each model evaluation of one run to the sampler step it belongs to.
 

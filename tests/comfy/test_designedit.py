@@ -93,7 +93,7 @@ def test_removal_keeps_the_source_outside_the_mask_and_key_masking_fills_the_hol
     pos = neg = encode(clip, PROMPT)
     src = source_for(model, clip)
     mask = pixel_box()
-    m_lat = masks.pixel_to_latent(mask, (8, 8))
+    m_lat = masks.pixel_to_latent(mask, (8, 8), 8)
     fmt = model.get_model_object("latent_format")
     kept = remove(model, src, mask, blend_end=1.0)            # blending to the end: outside = source exactly
     out = sample(kept, pos, neg, steps=STEPS)
@@ -178,7 +178,7 @@ def test_layers_are_pasted_moved_at_the_fusion_step(name):
     sigma = comfy.samplers.calculate_sigmas(ms, "normal", STEPS)[3]
     eps = designedit.source_noise(src, ms, sigma, src.clean)
     noisy = ms.noise_scaling(sigma.reshape(1), eps, fmt.process_in(fmt.process_out(layer_clean.clone())))
-    lat_mask = masks.pixel_to_latent(layer_mask, (8, 8))
+    lat_mask = masks.pixel_to_latent(layer_mask, (8, 8), 8)
     want, where = fusion.transform(fusion.Layer(noisy, lat_mask, 2, 3, 1.0, True, False))
     where = (where > 0).expand_as(want)
     assert where[0, 0, 4:6, 3:5].all() and where.sum() == 4 * src.clean.shape[1]

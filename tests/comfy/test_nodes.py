@@ -36,3 +36,12 @@ def test_compat_drops_fields_this_comfyui_lacks():
     assert f.id == "w" and f.default == 1.0
     with pytest.raises(TypeError):
         _compat.io.Float.Input("w", advanced=True)      # what the wrapper protects us from on 0.3.75
+    kept = _compat.inp(_compat.io.Float, "w", advanced=True)
+    if "advanced" in _compat.input_fields(_compat.io.Float):     # newer ComfyUI: used
+        assert kept.advanced is True
+    else:                                                        # 0.3.75: dropped
+        assert not hasattr(kept, "advanced")
+    with pytest.raises(TypeError, match="toltip"):     # a typo is an error, never silently dropped
+        _compat.inp(_compat.io.Float, "w", toltip="t")
+    with pytest.raises(TypeError, match="serch_aliases"):
+        _compat.schema(node_id="SleightX", serch_aliases=["y"])

@@ -122,14 +122,14 @@ def test_side_rows_join_the_main_forward(name):
 def test_side_pass_alone_when_calc_cond_batch_is_bypassed(name):
     """A custom sampler_calc_cond_batch_function that never calls calc_cond_batch: the side runs alone first and
     the prediction is redone, so routing still happens and matches the batched result."""
-    import comfy.samplers
+    from sleight.attention_patches.core import comfy_compat
 
     model, clip, _ = load(name)
     pos, neg = encode(clip, MAIN), encode(clip, NEG)
     blocks = {"joint.0" if name == "sd3" else "double.0"}
     batched = sample(routed_model(model, clip, blocks), pos, neg, cfg=3.0)
     m = routed_model(model, clip, blocks)
-    m.model_options["sampler_calc_cond_batch_function"] = lambda a: comfy.samplers._calc_cond_batch(
+    m.model_options["sampler_calc_cond_batch_function"] = lambda a: comfy_compat.calc_cond_batch_unwrapped(
         a["model"], a["conds"], a["input"], a["sigma"], a["model_options"])
     alone = sample(m, pos, neg, cfg=3.0)
     assert not torch.equal(alone, sample(model, pos, neg, cfg=3.0))
