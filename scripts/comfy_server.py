@@ -204,15 +204,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+TINY_NODES = comfy_env.ROOT / "scripts" / "tiny_nodes"   # the tiny models' test-only loaders (never in the pack)
+
+
 class ComfyServer:
-    """`python main.py --cpu` in build/ComfyUI on a free loopback port, tiny models via extra_model_paths.yaml.
+    """`python main.py --cpu` in build/ComfyUI on a free loopback port, tiny models via extra_model_paths.yaml
+    (with the test-only loaders of scripts/tiny_nodes).
     Input (the example image), output, temp and user directories (and the log, unless log_path is given) live in a temporary folder
     that stop() removes. Use as a context manager: the server is always terminated."""
 
     def __init__(self, log_path=None, models_dir=None, output_dir=None, port=None, ready_timeout=180,
-                 extra_args=(), custom_nodes_dir=None):
+                 extra_args=(), custom_nodes_dir=TINY_NODES):
         self.models_dir, self.log_path = Path(models_dir or comfy_env.MODELS), log_path and Path(log_path)
-        self.custom_nodes_dir = custom_nodes_dir  # another folder of custom nodes (tests' own nodes), or None
+        self.custom_nodes_dir = custom_nodes_dir  # a folder of more custom nodes (the tiny models' loaders), or None
         self.output_dir, self.extra_args = output_dir and Path(output_dir), list(extra_args)
         self.ready_timeout = ready_timeout
         self.url = f"http://127.0.0.1:{port or free_port()}"
@@ -221,7 +225,7 @@ class ComfyServer:
 
     def start(self):
         import example_inputs
-        import tiny_models  # writes the yaml a user's install would use; custom_nodes comes from the symlink
+        import tiny_models  # writes the yaml a user's install would use; the pack comes from the symlink
 
         try:
             self._tmp = Path(tempfile.mkdtemp(prefix="sleight-comfy-"))

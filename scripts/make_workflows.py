@@ -363,12 +363,113 @@ def spec_addit_real():
                     "equal to the inversion's."}
 
 
+FLUX2 = [{"name": "flux2_dev_fp8mixed.safetensors", "directory": "diffusion_models",
+          "url": "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/diffusion_models/flux2_dev_fp8mixed.safetensors"},
+         {"name": "mistral_3_small_flux2_bf16.safetensors", "directory": "text_encoders",
+          "url": "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/text_encoders/mistral_3_small_flux2_bf16.safetensors"},
+         {"name": "flux2-vae.safetensors", "directory": "vae",
+          "url": "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/flux2-vae.safetensors"}]
+QWEN_EDIT = [{"name": "qwen_image_edit_2509_fp8_e4m3fn.safetensors", "directory": "diffusion_models",
+              "url": "https://huggingface.co/Comfy-Org/Qwen-Image-Edit_ComfyUI/resolve/main/split_files/diffusion_models/qwen_image_edit_2509_fp8_e4m3fn.safetensors"},
+             {"name": "qwen_2.5_vl_7b_fp8_scaled.safetensors", "directory": "text_encoders",
+              "url": "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors"},
+             {"name": "qwen_image_vae.safetensors", "directory": "vae",
+              "url": "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/qwen_image_vae.safetensors"}]
+
+
+def split_loaders(models, clip_type):
+    """UNETLoader + CLIPLoader + VAELoader of a diffusion-model-only family (outputs: unet 0, clip 0, vae 0)."""
+    unet, clip, vae = models
+    return [("unet", "UNETLoader", "Load Diffusion Model", {"unet_name": unet["name"], "weight_dtype": "default"}, 0, 1),
+            ("clip", "CLIPLoader", "Load CLIP (text encoder)", {"clip_name": clip["name"], "type": clip_type}, 0, 2),
+            ("vae", "VAELoader", "Load VAE", {"vae_name": vae["name"]}, 0, 3)]
+
+
+def spec_flux2():
+    """Flux.2 dev: a second prompt routed into the double-stream blocks, and APG at real CFG, against plain CFG."""
+    ks = {**KS, "steps": 28, "cfg": 4.0}
+    nodes = split_loaders(FLUX2, "flux2") + [
+        ("pos", "CLIPTextEncode", "Positive prompt", {"text": 'A poster with the word "HELLO" on a brick wall'}, 1, 0),
+        ("neg", "CLIPTextEncode", "Negative prompt", {"text": "blurry, low quality"}, 1, 1),
+        ("alt", "CLIPTextEncode", "Routed prompt (new text)", {"text": 'A poster with the word "WORLD" on a brick wall'},
+         1, 2),
+        ("lat", "EmptyFlux2LatentImage", "Empty Flux.2 latent 1024×1024", {"width": 1024, "height": 1024}, 1, 3),
+        ("route", "SleightPromptRoute", "Sleight · Route prompt into layers",
+         {"layers": "custom", "custom_layers": "double.*", "start_percent": 0.1}, 2, 1),
+        ("apg", "SleightAPG", "Sleight · APG", {}, 2, 2),
+        ("inspect", "SleightInspectAttention", "Sleight · Inspect attention layers", {}, 2, 3),
+        ("k0", "KSampler", "KSampler · baseline", ks, 3, 0),
+        ("k1", "KSampler", "KSampler · routed + APG", ks, 3, 1),
+        ("d0", "VAEDecode", "VAE Decode · baseline", {}, 4, 0),
+        ("d1", "VAEDecode", "VAE Decode · routed + APG", {}, 4, 1),
+        ("s0", "SaveImage", "Save · baseline", {"filename_prefix": "sleight-flux2/baseline"}, 5, 0),
+        ("s1", "SaveImage", "Save · routed + APG", {"filename_prefix": "sleight-flux2/routed"}, 5, 1),
+    ]
+    links = [("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip"), ("clip", 0, "alt", "clip"),
+             ("unet", 0, "route", "model"), ("alt", 0, "route", "conditioning"), ("route", 0, "apg", "model"),
+             ("unet", 0, "inspect", "model"),
+             ("unet", 0, "k0", "model"), ("apg", 0, "k1", "model")] + [
+            (a, 0, k, inp) for k in ("k0", "k1") for a, inp in (("pos", "positive"), ("neg", "negative"),
+                                                              ("lat", "latent_image"))] + [
+            ("k0", 0, "d0", "samples"), ("k1", 0, "d1", "samples"), ("vae", 0, "d0", "vae"), ("vae", 0, "d1", "vae"),
+            ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "models": FLUX2,
+            "note": "Flux.2 dev with two Sleight tricks chained on one model.\n"
+                    "Sleight · Route prompt sends the routed prompt (WORLD) into the double-stream blocks only, from "
+                    "10 % of the schedule: the layout of the baseline stays, what those blocks render follows the "
+                    "routed prompt. No paper names Flux.2's text layers yet: run Sleight · Find text layers on your "
+                    "prompt pair to pick blocks (Inspect attention layers lists them).\n"
+                    "Sleight · APG keeps colours natural at real CFG (4 here, with a negative prompt); Flux.2 dev is "
+                    "guidance-distilled, so at CFG 1 APG has nothing to act on and says so."}
+
+
+def spec_qwen_edit_addit():
+    """Qwen-Image-Edit: Add-it inserts an object into your image, the reference image serving as its source."""
+    source = "a red circle and a blue square on a yellow background"
+    nodes = split_loaders(QWEN_EDIT, "qwen_image") + [
+        ("img", "LoadImage", "Your image", {"image": example_inputs.IMAGE}, 1, 0),
+        ("enc", "VAEEncode", "VAE Encode", {}, 1, 1),
+        ("src", "CLIPTextEncode", "Source prompt (describe the image)", {"text": source}, 1, 2),
+        ("neg", "CLIPTextEncode", "Negative prompt", {"text": ""}, 1, 3),
+        ("traj", "SleightSourceTrajectory", "Sleight · Source trajectory",
+         {"noise_seed": KS["seed"], "control_after_generate": "fixed"}, 2, 0),
+        ("addit", "SleightAddIt", "Sleight · Add-it", {"prompt": source + " and a cat", "subject": "cat"}, 2, 1),
+        ("refp", "ReferenceLatent", "Reference image → positive", {}, 3, 1),
+        ("refn", "ReferenceLatent", "Reference image → negative", {}, 3, 2),
+        ("k0", "KSampler", "KSampler · baseline (the edit model alone)", {**KS, "steps": 30, "cfg": 4.0}, 4, 0),
+        ("k1", "KSampler", "KSampler · Add-it", {**KS, "steps": 30, "cfg": 4.0}, 4, 1),
+        ("d0", "VAEDecode", "VAE Decode · baseline", {}, 5, 0),
+        ("d1", "VAEDecode", "VAE Decode · Add-it", {}, 5, 1),
+        ("s0", "SaveImage", "Save · baseline", {"filename_prefix": "sleight-qwen-edit-addit/baseline"}, 6, 0),
+        ("s1", "SaveImage", "Save · Add-it", {"filename_prefix": "sleight-qwen-edit-addit/addit"}, 6, 1),
+    ]
+    links = [("img", 0, "enc", "pixels"), ("vae", 0, "enc", "vae"), ("clip", 0, "src", "clip"),
+             ("clip", 0, "neg", "clip"),
+             ("unet", 0, "traj", "model"), ("enc", 0, "traj", "latent"), ("src", 0, "traj", "conditioning"),
+             ("unet", 0, "addit", "model"), ("clip", 0, "addit", "clip"), ("traj", 0, "addit", "source"),
+             ("addit", 1, "refp", "conditioning"), ("enc", 0, "refp", "latent"),
+             ("neg", 0, "refn", "conditioning"), ("enc", 0, "refn", "latent"),
+             ("unet", 0, "k0", "model"), ("addit", 0, "k1", "model")] + [
+            (a, 0, k, inp) for k in ("k0", "k1") for a, inp in (("refp", "positive"), ("refn", "negative"),
+                                                              ("enc", "latent_image"))] + [
+            ("k0", 0, "d0", "samples"), ("k1", 0, "d1", "samples"), ("vae", 0, "d0", "vae"), ("vae", 0, "d1", "vae"),
+            ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "models": QWEN_EDIT,
+            "note": "Add-it (Tewel et al., ICLR 2025) on Qwen-Image-Edit: insert an object into your image.\n"
+                    "The image goes in twice: as the edit model's reference (Reference Latent, on both prompts) and "
+                    "as Add-it's source trajectory. On an edit model Add-it takes its source keys from the "
+                    "reference image's own tokens (no extra source pass): the target attends to [reference ; "
+                    "gamma x itself], the structure is transferred from the source and the latents outside the "
+                    "cat's attention mask are blended back to it.\nTop: the edit model alone with the same prompt."}
+
+
 SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
          "sleight-rare-to-frequent": spec_rare_to_frequent, "sleight-hdpainter": spec_hdpainter,
          "sleight-noise-search": spec_noise_search, "sleight-addit": spec_addit,
          "sleight-addit-real": spec_addit_real, "sleight-designedit-remove": spec_designedit_remove,
          "sleight-designedit-layers": spec_designedit_layers, "sleight-designedit-zoom-out": spec_designedit_zoom_out,
-         "sleight-r2f-plan": spec_r2f_plan}
+         "sleight-r2f-plan": spec_r2f_plan, "sleight-flux2": spec_flux2,
+         "sleight-qwen-edit-addit": spec_qwen_edit_addit}
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();
@@ -487,7 +588,7 @@ def main(names):
     specs = {name: {"model": SDXL, **SPECS[name]()} for name in names}
     out = comfy_env.OUTPUT / "workflows"
     with tempfile.TemporaryDirectory(prefix="sleight-models-") as tmp:
-        models = thumbnails.models_with(tmp, [s["model"] for s in specs.values()])
+        models = thumbnails.models_with(tmp, [m for s in specs.values() for m in [s["model"], *s.get("models", [])]])
         with ComfyServer(log_path=out / "server.log", models_dir=models) as server, \
                 thumbnails.Frontend(server.url) as fe, \
                 ComfyServer(log_path=out / "server-newest.log", models_dir=models,

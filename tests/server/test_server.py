@@ -14,8 +14,7 @@ import comfy_env
 import demo
 from comfy_server import ComfyServer, PromptError
 
-WORKFLOWS = [p for p in sorted(demo.API_TWINS.glob("*.api.json"))
-             if p.name[: -len(".api.json")] not in demo.NO_TINY_TWIN]   # their graphs run in tests/comfy
+WORKFLOWS = sorted(demo.API_TWINS.glob("*.api.json"))
 LOG = comfy_env.OUTPUT / "server-tests" / "server.log"
 PROVOKED = []  # (start, end) offsets of the server log written while a test provoked an error on purpose
 RUNS = {}      # stem -> Result, for the checks after the runs
