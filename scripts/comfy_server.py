@@ -29,7 +29,7 @@ import comfy_env
 # routes the running ComfyUI declares (tests/comfy/test_compat_scan.py); NEWER_ROUTES exist only after 0.3.75.
 ROUTES = {
     "prompt": ("POST", "/prompt"), "interrupt": ("POST", "/interrupt"), "ws": ("GET", "/ws"),
-    "history": ("GET", "/history/{prompt_id}"), "jobs": ("GET", "/api/jobs"), "job": ("GET", "/api/jobs/{prompt_id}"),
+    "history": ("GET", "/history/{prompt_id}"), "histories": ("GET", "/history"), "jobs": ("GET", "/api/jobs"), "job": ("GET", "/api/jobs/{prompt_id}"),
     "object_info": ("GET", "/object_info"), "object_info_node": ("GET", "/object_info/{node_class}"),
     "view": ("GET", "/view"), "system_stats": ("GET", "/system_stats"), "settings": ("POST", "/settings/{id}"),
 }

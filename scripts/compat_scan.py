@@ -49,7 +49,7 @@ READ_NEWER = {
         "Boolean", "Combo", "Float", "Int", "String", "String.Output", "Custom", "Image", "Image.Output", "Mask",
         "Mask.Output", "Latent", "Latent.Output", "Conditioning", "Conditioning.Output", "Sampler", "Sampler.Output",
         "Sigmas", "Noise.Output", "Clip", "Vae", "Model", "Model.Output", "ClipVision")},
-    **{f"route {r}": _READ for r in ("POST /prompt", "GET /history/{}", "GET /object_info", "GET /object_info/{}",
+    **{f"route {r}": _READ for r in ("POST /prompt", "GET /history", "GET /history/{}", "GET /object_info", "GET /object_info/{}",
                                      "GET /ws", "GET /view", "GET /system_stats", "POST /interrupt")},
     "route GET /api/jobs": "newer only (server.py, comfy_execution/jobs.py, 0.38.1); the client prefers it",
     "route GET /api/jobs/{}": "newer only (0.38.1); the job carries outputs and execution_status",

@@ -54,7 +54,7 @@ TEXT_ENCODER_SUBSTITUTES = {"mistral_3_small_flux2_bf16.safetensors": "qwen3", "
                             "qwen_2.5_vl_7b_fp8_scaled.safetensors": "qwen25"}
 # T5-XXL has no tiny twin: multi-encoder loaders become CLIPLoader(tiny CLIP-L, type "sd3"), 4096-wide like T5
 MULTI_CLIP_LOADERS = {"DualCLIPLoader", "TripleCLIPLoader"}
-EMPTY_LATENTS = {"EmptyLatentImage", "EmptySD3LatentImage"}
+EMPTY_LATENTS = {"EmptyLatentImage", "EmptySD3LatentImage", "EmptyFlux2LatentImage"}
 
 
 # Workflows whose pictures the shapes model can draw.

@@ -108,7 +108,7 @@ def test_r2f_plan_runs_from_the_page_and_preview_any_shows_the_plan(frontend):
     ids = frontend.page.evaluate(QUEUE_R2F_PLAN_JS, [wf, tiny_models.MODELS["sd15"].files["checkpoint"].split("/")[-1]])
     deadline, entry = time.monotonic() + 300, {}
     while time.monotonic() < deadline and not entry.get("status", {}).get("completed"):
-        history = frontend.server.client.get("/history").json()
+        history = frontend.server.client.get("histories").json()
         entry = next((e for e in history.values() if str(ids["plan"]) in e.get("outputs", {})), {})
         if entry.get("status", {}).get("status_str") == "error":
             raise AssertionError(f"the run failed: {entry['status']}")

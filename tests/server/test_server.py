@@ -171,8 +171,15 @@ def check_run(server, prompt, name, tmp_path):
     base = [nid for nid in saves if "baseline" in str(prompt[nid]["inputs"]["filename_prefix"])]
     for b in base:
         for nid in saves:
-            if nid != b:
+            if nid != b and name in SAME_AS_BASELINE:
+                assert pixels[nid] == pixels[b], f"{saves[nid]}: {SAME_AS_BASELINE[name]}, yet it differs"
+            elif nid != b:
                 assert pixels[nid] != pixels[b], f"{saves[nid]} is identical to the baseline: the trick did nothing"
+
+
+# Runs whose trick must leave the image as the baseline on the tiny models, and why.
+SAME_AS_BASELINE = {"sleight-r2f-plan": "the tiny random Qwen3's plan does not parse, so Rare-to-Frequent samples "
+                                        "the prompt as written (its documented fallback)"}
 
 
 def sleight_problems(log):
