@@ -105,17 +105,16 @@ def relevance(s: torch.Tensor, grid) -> torch.Tensor:
 
 def prompt_scores(q_img, k_txt, tokens, scale=None) -> torch.Tensor:
     """s (B, L): Σ_{l∈T} of the head-averaged softmax(q·k) over the text keys (fp32, like the official code), a
-    block of queries at a time so that the fp32 (heads × queries × text) logits stay small."""
+    block of queries at a time so that the fp32 (heads × queries × text) probabilities stay small."""
     scale = q_img.shape[-1] ** -0.5 if scale is None else scale
     b, h, n, _ = q_img.shape
     idx = torch.tensor(list(tokens), device=q_img.device)
     kt = k_txt.float().transpose(-1, -2)                               # (B, H, D, Ltxt): the text keys are few
-    rows = max(64, int(4 * headsplit.nbytes(q_img) * headsplit.SHARE) // (4 * b * h * k_txt.shape[2]))
+    rows = max(256, int(4 * headsplit.nbytes(q_img) * headsplit.SHARE) // (8 * b * h * k_txt.shape[2]))
     s = torch.empty(b, n, dtype=torch.float32, device=q_img.device)
     for r in range(0, n, rows):
-        z = (q_img[:, :, r:r + rows].float() @ kt) * scale                              # logits (B, H, rows, Ltxt)
-        p = torch.exp(z[..., idx] - torch.logsumexp(z, dim=-1, keepdim=True))          # softmax at the tokens T
-        s[:, r:r + rows] = p.sum(dim=(1, 3))
+        p = torch.softmax((q_img[:, :, r:r + rows].float() @ kt) * scale, dim=-1)     # (B, H, rows, Ltxt)
+        s[:, r:r + rows] = p[..., idx].sum(dim=(1, 3))
     return s / h
 
 

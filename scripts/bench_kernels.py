@@ -572,8 +572,10 @@ def run_case(case, args, meter, torch):
                 off = got[(kn.name, "official")]
                 row.update(off_time=off[0] / base[0], off_mem=off[1] / base[1])
         del shape, kernels, officials, got
-    # the memory pass: the model's own heads; attention's arithmetic skipped, everything around it measured
-    shape = Shape(case, case.heads, dtype, device, torch, dry_attention)
+    # the memory pass: the model's own heads in the model's 16-bit dtype; attention's arithmetic skipped,
+    # everything around it measured
+    mem_dtype = getattr(torch, args.memory_dtype)
+    shape = Shape(case, case.heads, mem_dtype, device, torch, dry_attention)
     kernels = [make_kernel(e, shape, torch) for e in names]
     got = measure(*calls_of(shape, kernels, concat=True), 2, meter)
     for kn in kernels:
@@ -581,9 +583,9 @@ def run_case(case, args, meter, torch):
         row.update(mem=ours[1] / base[1], ours_mb=ours[1] / 2 ** 20, plain_mb=base[1] / 2 ** 20)
         if kn.baseline == "concat":
             row["mem_concat"] = ours[1] / got[("concat", "plain")][1]
-        full = official_bytes(kn.name, shape, case.heads, item)
-        if full:     # the official L×L tensors at the model's heads, in 16-bit, and against ours at this dtype
-            row.update(off_full_gb=full * 2 / item / 1e9, off_vs_ours=full / ours[1])
+        full = official_bytes(kn.name, shape, case.heads, torch.tensor([], dtype=mem_dtype).element_size())
+        if full:     # the official L×L tensors at the model's heads and dtype, against ours there
+            row.update(off_full_gb=full / 1e9, off_vs_ours=full / ours[1])
     return [rows[e] for e in names]
 
 
@@ -596,7 +598,7 @@ def cell(value, goal=None):
     return f"{value:.2f}×{mark}"
 
 
-HEADER = ("| shape | effect | tokens | heads timed (model) | time × SDPA | memory × SDPA, model's heads "
+HEADER = ("| shape | effect | tokens | heads timed (model) | time × SDPA | memory × SDPA, model's heads, 16-bit "
           "| memory × SDPA, heads timed | official: time / memory × SDPA | official L×L at full size, 16-bit "
           "| max abs diff |")
 
@@ -684,6 +686,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 / float16 (CUDA default bf16)")
+    ap.add_argument("--memory-dtype", default="bfloat16", help="dtype of the memory pass (the models' own)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cases", nargs="*", default=None, help=f"of {[c.name for c in CASES]}")
     ap.add_argument("--effects", nargs="*", default=sorted(GOALS))
@@ -707,9 +710,10 @@ def main(argv=None):
     cases = [c for c in CASES if c.name in (args.cases or default)]
     SIGMAS = torch.linspace(1.0, 0.0, 51)
     meter = Meter(torch.device(args.device))
-    header = [f"_torch {torch.__version__}, {args.device}, {args.dtype}, {torch.get_num_threads()} threads, "
-              f"median of {args.repeats} interleaved repeats, one batch row; time at the heads timed, memory at the "
-              f"model's heads (attention's arithmetic skipped, everything around it measured)_"]
+    header = [f"_torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, one batch row; time: "
+              f"{args.dtype}, median of {args.repeats} interleaved repeats, at the heads timed; memory: "
+              f"{args.memory_dtype}, at the model's heads (attention's arithmetic skipped, everything around it "
+              f"measured)_"]
     print("\n".join(header))
     print(HEADER, flush=True)
     rows, t0 = [], time.perf_counter()
