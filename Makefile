@@ -1,7 +1,7 @@
 # Sleight: `make demo` (the main job) and `make test` set everything up on a fresh machine.
 PY := .venv/bin/python
 
-.PHONY: setup models demo test bench effects unit clean
+.PHONY: setup models demo test bench bench-kernels effects unit clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,10 @@ unit: setup
 
 bench: models
 	@$(PY) scripts/bench.py
+
+# every attention effect at real sizes against plain SDPA and the official formulations (ARGS="--device cuda")
+bench-kernels: setup
+	@$(PY) scripts/bench_kernels.py $(ARGS)
 
 effects: models
 	@$(PY) scripts/effects.py

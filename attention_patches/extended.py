@@ -5,9 +5,10 @@ active layer:
 - source row: normal attention; its image-token K/V are kept for this step (per-run state, cleared every step);
 - target rows (cond and uncond): queries attend to [K_src_img ; γ·K_tgt] with values [V_src_img ; V_tgt]
   (official `extend_type="pixels"`: γ scales the target's own keys, text and image, i.e. its logits; one SDPA
-  over the concatenated keys, no L×L matrix).
+  over the concatenated keys, no L×L matrix; per group of heads when the concatenation would cost memory).
 At the recording steps the attention mass of the target's image queries on the subject's text tokens is taken
-as one more SDPA whose values are the subject-token indicator (an Lq×1 output, no attention matrix), in the
+as one more SDPA whose values are the subject-token indicator (zero-padded to the head width, so that the fused
+kernels run: no attention matrix), in the
 paper's layers (Flux double 13, 14, 18, single 23, 33) or the layers at the same relative depth (the family
 adapter's `addit_layers`).
 """
@@ -15,26 +16,39 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import brentq
 
-from .core import masks, router, schedule
+from .core import headsplit, masks, router, schedule
 
 TARGET_ROLES = ("cond", "uncond")
 
 
 def extended_attention(attend, q, k_src, v_src, k_tgt, v_tgt, gamma: float):
     """out = softmax(q·[k_src ; γ·k_tgt]ᵀ/√d)·[v_src ; v_tgt], through `attend(q, k, v)` (SDPA)."""
-    n = q.shape[0]
-    k = torch.cat([k_src.expand(n, -1, -1, -1).to(k_tgt), k_tgt * gamma], dim=2)
+    n, h, lt, _ = k_tgt.shape
+    ns = k_src.shape[2]
+    k = k_tgt.new_empty(n, h, ns + lt, k_tgt.shape[3])
+    k[:, :, :ns] = k_src
+    torch.mul(k_tgt, gamma, out=k[:, :, ns:])          # γ·k_tgt written in place: no temporary
     v = torch.cat([v_src.expand(n, -1, -1, -1).to(v_tgt), v_tgt], dim=2)
     return attend(q, k, v)
+
+
+def reference(q, k_src, v_src, k_tgt, v_tgt, gamma: float):
+    """The direct formula with the full matrix (tests, benchmarks): softmax(q·[k_src ; γ·k_tgt]ᵀ/√d)·[v_src ; v_tgt]."""
+    k = torch.cat([k_src.expand(q.shape[0], -1, -1, -1), gamma * k_tgt], 2)
+    v = torch.cat([v_src.expand(q.shape[0], -1, -1, -1), v_tgt], 2)
+    return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ v
 
 
 def key_mass(q, k, key_weights):
     """Σ_j softmax(q·kᵀ/√d)_ij · w_j for every query: attention mass on weighted keys, via SDPA with the weights
     as the values (no attention matrix is kept). Weights (Lk,) → (B, H, Lq); (Lk, C) → (B, H, Lq, C)."""
     cols = key_weights.reshape(key_weights.shape[0], -1)
-    w = cols.to(q)[None, None].expand(q.shape[0], q.shape[1], -1, -1)
-    out = F.scaled_dot_product_attention(q, k.to(q), w)
-    return out[..., 0] if key_weights.ndim == 1 else out
+    c = cols.shape[1]
+    # values as wide as the keys' heads: SDPA's fused kernels need it (1-wide values fall back to the full matrix)
+    w = torch.zeros(cols.shape[0], max(c, q.shape[-1]), dtype=q.dtype, device=q.device)
+    w[:, :c] = cols
+    out = F.scaled_dot_product_attention(q, k.to(q), w[None, None].expand(q.shape[0], q.shape[1], -1, -1))
+    return out[..., 0] if key_weights.ndim == 1 else out[..., :c]
 
 
 def source_target_mass(q, k_ext, n_src: int, tgt_img: slice):
@@ -152,46 +166,64 @@ class AddItAttention:
         # edit models (Qwen-Image-Edit, Flux Kontext / Flux.2): the reference image in the call is the source
         from_refs = not from_source and call.refs is not None and self.active(call)
         target = [r for role in TARGET_ROLES for r in rows.get(role, [])]
-        out = torch.empty_like(call.q)
         keep = [r for r in range(call.q.shape[0]) if r not in set(target)]
+        out = headsplit.output(*call.q.shape[:3], call.v.shape[-1], call.q) if keep else None
         if keep:
             out[keep] = attend(call.subset(keep))
         sub = call.subset(target)
-        offset = 0
         if from_refs:                            # the reference tokens' own queries attend plainly
             refs = call.refs
-            out[target, :, refs] = attend(sub.replace(q=sub.q[:, :, refs]))
+            ref_out = attend(sub.replace(q=sub.q[:, :, refs]))
             k_src, v_src = sub.k[:, :, refs], sub.v[:, :, refs]
             sub = sub.replace(q=sub.q[:, :, :refs.start], k=sub.k[:, :, :refs.start], v=sub.v[:, :, :refs.start])
-        if from_source or from_refs:
-            if from_source:
-                _, k_src, v_src = entry
-            offset = k_src.shape[2]
-            seen = {}
+        else:
+            k_src, v_src = entry[1:] if from_source else (None, None)
+        extended = from_source or from_refs
+        offset = k_src.shape[2] if extended else 0
+        gamma = st.gamma if st.probe is None else st.probe["gamma"]
+        measure = extended and st.probe is not None and (call.block, call.kind) in self.ratio_layers and "cond" in rows
+        record = st.probe is None and self.records(call, st) and "cond" in rows
+        where = [target.index(r) for r in rows["cond"]] if measure or record else []
+        weights = self._subject_weights(call, offset + sub.k.shape[2], offset) if record else None
+        queries = call.txt if call.kind == "joint" and call.txt is not None else call.img
+        heads, sums = call.q.shape[1], {"src": 0.0, "tgt": 0.0, "mass": 0.0}
+
+        def group(part, hs):
+            seen = {"k": part.k}
 
             def attend_qkv(q, k, v):
-                seen["sub"] = sub.replace(q=q, k=k, v=v)
-                return attend(seen["sub"])
+                seen["k"] = k
+                return attend(part.replace(q=q, k=k, v=v))
 
-            gamma = st.gamma if st.probe is None else st.probe["gamma"]
-            queries = slice(0, sub.q.shape[2])
-            out[target, :, queries] = extended_attention(attend_qkv, sub.q, k_src, v_src, sub.k, sub.v, gamma)
-            sub = seen["sub"]
-            if st.probe is not None and (call.block, call.kind) in self.ratio_layers and "cond" in rows:
-                self._measure(call, st, sub, [target.index(r) for r in rows["cond"]], offset)
-        else:
-            out[target] = attend(sub)
-        if st.probe is None and self.records(call, st) and "cond" in rows:
-            self._record(call, st, sub, rows["cond"], target, offset)
+            if extended:
+                o = extended_attention(attend_qkv, part.q, k_src[:, hs], v_src[:, hs], part.k, part.v, gamma)
+            else:
+                o = attend(part)
+            share = part.q.shape[1] / heads          # a group's mean over its heads, weighted into the mean over all
+            if measure:   # auto γ: text queries (UNet self-attention has none: image queries) on source / target
+                src, tgt = source_target_mass(part.q[where][:, :, queries], seen["k"][where], offset, call.img)
+                sums["src"] += src * share
+                sums["tgt"] += tgt * share
+            if record:
+                q_img = part.q[where][:, :, call.img]
+                sums["mass"] = sums["mass"] + key_mass(q_img, seen["k"][where], weights).mean(1) * share
+            return o
+
+        temp = (headsplit.nbytes(sub.k) + headsplit.nbytes(sub.v)) * (offset + sub.k.shape[2]) // sub.k.shape[2]
+        result = headsplit.by_heads(sub, attend, temp if extended else 0, group)
+        if measure:        # the probe's sums (mean over layers = sum, for the ratio)
+            st.probe["mass"][0] += sums["src"]
+            st.probe["mass"][1] += sums["tgt"]
+        if record:
+            self._store_map(call, st, sums["mass"])
+        if out is None and not from_refs:
+            return result
+        if out is None:
+            out = headsplit.output(*call.q.shape[:3], call.v.shape[-1], call.q)
+        out[target, :, :result.shape[2]] = result
+        if from_refs:
+            out[target, :, refs] = ref_out
         return out
-
-    def _measure(self, call, st, sub, where, offset):
-        """Auto γ: mass of the text queries (UNet self-attention, which has none: the image queries) on the source
-        and on the target image keys, added to the probe's sums (mean over layers = sum, for the ratio)."""
-        queries = call.txt if call.kind == "joint" and call.txt is not None else call.img
-        src, tgt = source_target_mass(sub.q[where][:, :, queries], sub.k[where], offset, call.img)
-        st.probe["mass"][0] += src
-        st.probe["mass"][1] += tgt
 
     def ratio_at(self, st, gamma, forward):
         """text→target / text→source attention mass when `forward()` runs the target's cond rows with γ."""
@@ -206,8 +238,8 @@ class AddItAttention:
                              "inside the extended-attention window or set gamma by hand.")
         return tgt / src
 
-    def _record(self, call, st, sub, cond_rows, target, offset):
-        """Mean attention mass of the cond rows' image queries on the subject tokens, on the latent grid."""
+    def _subject_weights(self, call, n_keys, offset):
+        """(n_keys,) weights of the subject's text tokens among the keys (mean over the subject's tokens)."""
         period = call.txt.stop - call.txt.start
         own = self.own_text_len or period
         if call.kind == "cross":             # UNet contexts may be repeated to an LCM length: count every copy
@@ -221,16 +253,17 @@ class AddItAttention:
         if not pos:
             raise ValueError("Sleight · Add-it: the subject's tokens lie beyond this model's text tokens "
                              f"({period}); put the subject earlier in the prompt.")
-        weights = torch.zeros(sub.k.shape[2])
+        weights = torch.zeros(n_keys)
         txt0 = offset + call.txt.start
         for p in pos:
             for c in copies[p]:
                 weights[txt0 + c] = 1.0 / len(pos)
-        where = [target.index(r) for r in cond_rows]
-        q_img = sub.q[where][:, :, call.img]
-        mass = key_mass(q_img, sub.k[where], weights).mean(1)          # (n, L_img)
+        return weights
+
+    def _store_map(self, call, st, mass):
+        """Add the cond rows' mean attention mass on the subject tokens (n, L_img) to the maps, on the map grid."""
         gh, gw = call.grid
-        m = mass.float().reshape(len(where), 1, gh, gw)
+        m = mass.float().reshape(mass.shape[0], 1, gh, gw)
         if (gh, gw) != self.map_grid:
             m = F.interpolate(m, size=self.map_grid, mode="bilinear", align_corners=False)
         m = m.cpu()

@@ -9,13 +9,14 @@ We do exactly that after the projection ("zero" mode), which also defines KMSA o
 a bias and a QK-norm (there the input-side masking would not give zero keys). "exclude" mode instead adds
 log(1 − M) to the logits (−∞ for fully masked keys): the masked keys get no attention at all.
 DiTs: only the image keys of joint attention are masked; text keys stay untouched.
-Cost: one elementwise product on K (or a (B,1,1,L) bias); no L×L matrix is formed.
+Cost: one elementwise product on K, one group of heads at a time when the copy would cost memory (core/headsplit),
+or a (B,1,1,L) bias; no L×L matrix is formed.
 """
 import math
 
 import torch
 
-from .core import masks, schedule
+from .core import headsplit, masks, schedule
 
 MODES = ("zero", "exclude")
 
@@ -81,8 +82,9 @@ class KeyMask:
     def run(self, call, attend):
         rows = tuple(sorted({r for role in self.roles for r in call.rows.get(role, [])}))
         t = self._per_key(call, rows, call.img)      # self / joint: keys share the queries' positions
-        if self.mode == "zero":
-            return attend(call.replace(k=call.k * t))   # rows outside `rows` and text keys are multiplied by 1
+        if self.mode == "zero":     # rows outside `rows` and text keys are multiplied by 1
+            return headsplit.by_heads(call, attend, headsplit.nbytes(call.k),
+                                      lambda part, _: attend(part.replace(k=part.k * t)))
         bias = t if call.bias is None else call.bias.float() + t
         return attend(call.replace(bias=bias))
 

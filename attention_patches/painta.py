@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .core import families, hooks, layerspec, masks, router, runstate, schedule
+from .core import families, headsplit, hooks, layerspec, masks, router, runstate, schedule
 from .core.families import Family
 
 KEY = "sleight.painta"           # patch/wrapper key
@@ -113,10 +113,18 @@ def relevance(s: torch.Tensor, grid) -> torch.Tensor:
 
 
 def prompt_scores(q_img, k_txt, tokens, scale=None) -> torch.Tensor:
-    """s (B, L): Σ_{l∈T} of the head-averaged softmax(q·k) over the text keys (fp32, like the official code)."""
+    """s (B, L): Σ_{l∈T} of the head-averaged softmax(q·k) over the text keys (fp32, like the official code), a
+    block of queries at a time so that the fp32 (heads × queries × text) probabilities stay small."""
     scale = q_img.shape[-1] ** -0.5 if scale is None else scale
-    p = torch.softmax((q_img.float() @ k_txt.float().transpose(-1, -2)) * scale, dim=-1)   # (B, H, L, Ltxt)
-    return p.mean(dim=1)[..., list(tokens)].sum(dim=-1)
+    b, h, n, _ = q_img.shape
+    idx = torch.tensor(list(tokens), device=q_img.device)
+    kt = k_txt.float().transpose(-1, -2)                               # (B, H, D, Ltxt): the text keys are few
+    rows = max(256, int(4 * headsplit.nbytes(q_img) * headsplit.SHARE) // (8 * b * h * k_txt.shape[2]))
+    s = torch.empty(b, n, dtype=torch.float32, device=q_img.device)
+    for r in range(0, n, rows):
+        p = torch.softmax((q_img[:, :, r:r + rows].float() @ kt) * scale, dim=-1)     # (B, H, rows, Ltxt)
+        s[:, r:r + rows] = p[..., idx].sum(dim=(1, 3))
+    return s / h
 
 
 def key_scale(c, hole) -> torch.Tensor:
@@ -130,35 +138,53 @@ def _slice_q(t, idx):
     return t[..., idx, :]
 
 
+def _queries(call, idx, **changes):
+    """`call` on the queries `idx` (its bias and mask rows with them)."""
+    return call.replace(q=call.q[:, :, idx], bias=_slice_q(call.bias, idx), mask=_slice_q(call.mask, idx), **changes)
+
+
 def hole_attention(call, attend, hole_q, scale_k):
-    """The hole queries `hole_q` (indices) attending to keys scaled per row and key (B, Lk): S'_ij = S_ij·c_j."""
-    return attend(call.replace(q=call.q[:, :, hole_q], k=call.k * scale_k[:, None, :, None].to(call.k.dtype),
-                               bias=_slice_q(call.bias, hole_q), mask=_slice_q(call.mask, hole_q)))
+    """The hole queries `hole_q` (indices) attending to keys scaled per row and key (B, Lk): S'_ij = S_ij·c_j
+    (per group of heads when the scaled keys would cost memory)."""
+    scale = scale_k[:, None, :, None]
+    temp = headsplit.nbytes(call.k) + 2 * headsplit.nbytes(call.q) * len(hole_q) // max(call.q.shape[2], 1)
+    return headsplit.by_heads(call, attend, temp,
+                              lambda part, _: attend(_queries(part, hole_q, k=part.k * scale.to(part.k.dtype))))
 
 
 def painta_attention(call, attend, hole_q, scale_k):
-    """PAIntA on every query of a call without the L×L matrix: a query split, the hole queries with scaled keys
-    (`hole_attention`), every other query plainly; equal to `reference_painta`."""
-    lq = call.q.shape[2]
+    """PAIntA on every query of a call without the L×L matrix: a query split, the hole queries with scaled keys,
+    every other query plainly (per group of heads when the copies would cost memory); equal to `reference_painta`."""
+    b, h, lq, _ = call.q.shape
     keep = torch.ones(lq, dtype=torch.bool, device=call.q.device)
     keep[hole_q] = False
     keep_q = keep.nonzero().flatten()
-    rest = attend(call.replace(q=call.q[:, :, keep_q], bias=_slice_q(call.bias, keep_q),
-                               mask=_slice_q(call.mask, keep_q)))
-    hole_out = hole_attention(call, attend, hole_q, scale_k)
-    mixed = torch.empty(call.q.shape[0], call.q.shape[1], lq, rest.shape[-1], dtype=rest.dtype, device=rest.device)
-    mixed[:, :, keep_q] = rest
-    mixed[:, :, hole_q] = hole_out
-    return mixed
+    scale = scale_k[:, None, :, None]
+
+    def split(part, _):
+        out = headsplit.output(b, part.q.shape[1], lq, part.v.shape[-1], part.q)
+        out[:, :, keep_q] = attend(_queries(part, keep_q))
+        out[:, :, hole_q] = attend(_queries(part, hole_q, k=part.k * scale.to(part.k.dtype)))
+        return out
+
+    return headsplit.by_heads(call, attend, headsplit.nbytes(call.k) + 2 * headsplit.nbytes(call.q), split)
 
 
-def reference_painta(q, k, v, hole, c):
-    """The paper's formula, materialised (tests only): softmax(S ⊙ [(1−M)c + M]) V."""
-    s = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5            # (B, H, L, L)
-    m = hole.float()
-    big_m = m[:, None] * m[None, :] + (1 - m)[:, None]                             # (L, L)
-    factor = (1 - big_m)[None] * c[:, None, :] + big_m[None]                        # (B, L, L)
-    return torch.softmax(s * factor[:, None], dim=-1) @ v.float()
+def reference_painta(q, k, v, hole, c, queries=None):
+    """The paper's formula, materialised (tests, benchmarks): softmax(S ⊙ [(1−M)c + M]) V. `queries`: the positions
+    of q's rows among the keys when q holds only some of the queries (default: q holds them all)."""
+    dt = torch.promote_types(q.dtype, torch.float32)                                # fp32, or fp64 if given
+    s = (q.to(dt) @ k.to(dt).transpose(-1, -2)) * q.shape[-1] ** -0.5              # (B, H, Lq, Lk)
+    m = hole.to(dt)
+    mq = m if queries is None else m[queries]
+    big_m = mq[:, None] * m[None, :] + (1 - mq)[:, None]                            # (Lq, Lk)
+    factor = (1 - big_m)[None] * c.to(dt)[:, None, :] + big_m[None]                 # (B, Lq, Lk)
+    return torch.softmax(s * factor[:, None], dim=-1) @ v.to(dt)
+
+
+def _heads(t, heads):
+    """(B, L, H·D) → (B, H, L, D), a view."""
+    return t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
 
 
 # ------------------------------------------------------------------ the effect
@@ -201,22 +227,24 @@ class PAIntA:
         cond = rows.get("cond", [])
         if call.txt is None:
             raise ValueError(f"{self.target.who}: this attention call has no text tokens.")
-        q_img = call.q[cond][:, :, call.img]
-        k_txt = call.k[cond][:, :, call.txt]
+        q_img = router.take_rows(call.q, cond)[:, :, call.img]
+        k_txt = router.take_rows(call.k, cond)[:, :, call.txt]
         c = self.relevance(prompt_scores(q_img, k_txt, self.target.tokens_in(call)), call.grid)
         if bool((c[:, ~hole] == 1).all()):          # nothing to scale: exactly the plain attention
             return attend(call)
         held = call.batch_rows if call.batch_rows is not None else list(range(call.q.shape[0]))
         c_rows = _row_c({k: [held[i] for i in v] for k, v in rows.items()}, c, fwd.per_chunk)
         targets = [i for i, r in enumerate(held) if r in c_rows]
-        out = attend(call) if len(targets) < call.q.shape[0] else None
-        sub = call.subset(targets)
         scale_k = torch.ones(len(targets), call.k.shape[2], device=call.k.device, dtype=torch.float32)
         scale_k[:, call.img] = key_scale(torch.stack([c_rows[held[i]] for i in targets]), hole)
-        mixed = painta_attention(sub, attend, call.img.start + hole.nonzero().flatten(), scale_k)
-        if out is None:
-            return mixed
-        out[targets] = mixed
+        hole_q = call.img.start + hole.nonzero().flatten()
+        if len(targets) == call.q.shape[0]:
+            return painta_attention(call, attend, hole_q, scale_k)
+        b, h, lq, _ = call.q.shape
+        out = headsplit.output(b, h, lq, call.v.shape[-1], call.q)
+        others = [i for i in range(b) if i not in set(targets)]
+        out[others] = attend(call.subset(others))
+        out[targets] = painta_attention(call.subset(targets), attend, hole_q, scale_k)
         return out
 
 
@@ -263,14 +291,14 @@ class BlockPAIntA(PAIntA):
         cond = rows["cond"]
         attn2 = tb.attn2
         emb = self.embedding.to(device=x.device, dtype=x.dtype)
-        q2 = attn2.to_q(tb.norm2(x[cond]))
-        k2 = attn2.to_k(emb)
-        h2 = attn2.heads
-        q2 = q2.reshape(q2.shape[0], q2.shape[1], h2, -1).transpose(1, 2)
-        k2 = k2.reshape(k2.shape[0], k2.shape[1], h2, -1).transpose(1, 2)
+        k2 = _heads(attn2.to_k(emb), attn2.heads)
         if max(self.target.tokens) >= k2.shape[2]:
             raise ValueError(f"{self.target.who}: the prompt tokens do not fit the encoded prompt.")
-        c = self.relevance(prompt_scores(q2, k2, self.target.tokens), call.grid)
+        x_cond = router.take_rows(x, cond)
+        step = max(256, -(-x_cond.shape[1] // 8))                     # attn2's queries an eighth of the tokens at a time
+        s = torch.cat([prompt_scores(_heads(attn2.to_q(tb.norm2(x_cond[:, r:r + step])), attn2.heads), k2,
+                                     self.target.tokens) for r in range(0, x_cond.shape[1], step)], dim=1)
+        c = self.relevance(s, call.grid)
         if bool((c[:, ~hole] == 1).all()):          # nothing to scale: the block stays exactly as it is
             return x
         c_rows = _row_c(rows, c, fwd.per_chunk)
@@ -278,11 +306,11 @@ class BlockPAIntA(PAIntA):
         idx = hole.nonzero().flatten()
         scale_k = key_scale(torch.stack([c_rows[r] for r in targets]), hole)
         o = hole_attention(call.subset(targets), attend, idx, scale_k)              # (B, H, |hole|, D)
-        o = o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1)
-        y_new = tb.attn1.to_out(o.to(x.dtype))
+        y_new = tb.attn1.to_out(o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1).to(x.dtype))
+        del o
         x = x.clone()
-        t = torch.tensor(targets, device=x.device)
-        x[t[:, None], idx[None, :]] = x[t[:, None], idx[None, :]] - y_plain[t[:, None], idx[None, :]] + y_new
+        t = torch.tensor(targets, device=x.device)[:, None]
+        x[t, idx[None, :]] = x[t, idx[None, :]].sub_(y_plain[t, idx[None, :]]).add_(y_new)
         return x
 
 

@@ -6,11 +6,12 @@ activation patching (Staniszewski et al., 2025: only the context stream's K/V ar
 routed prompt runs in lockstep at every step inside the window, as extra rows of the main forward
 (samplers/routing.py, through samplers/trajectory.add_batched_side); this effect records its text K/V at the
 chosen blocks and attends the routed rows' queries to their own keys with the text part replaced by the routed
-prompt's, in the call's own token order. Image K/V and every query stay the model's own.
+prompt's, in the call's own token order (per group of heads when the swapped copies would cost memory). Image
+K/V and every query stay the model's own.
 """
 import torch
 
-from .core import router
+from .core import headsplit, router
 
 ROUTE_KEY = router.ROUTE_ROLE
 
@@ -57,18 +58,33 @@ class TextKVSwap:
         if call.mask is not None:
             raise ValueError("Sleight · Route prompt: this model passes an attention mask in joint attention; "
                              "routing its text keys is not supported on it yet.")
-        out = torch.empty_like(call.q)
         keep = [r for r in range(call.q.shape[0]) if r not in set(routed)]
+        out = headsplit.output(*call.q.shape[:3], call.v.shape[-1], call.q) if keep else None
         if keep:
             out[keep] = attend(call.subset(keep))
         per = k_txt.shape[0]                       # side rows ↔ each chunk of routed rows, in order
         src = torch.tensor([i % per for i in range(len(routed))], device=k_txt.device)
-        k = _swap_text(call.k[routed], k_txt[src].to(call.k), call.txt)
-        v = _swap_text(call.v[routed], v_txt[src].to(call.v), call.txt)
-        out[routed] = attend(call.subset(routed, k=k, v=v))
+        k_txt, v_txt = k_txt[src].to(call.k), v_txt[src].to(call.v)
+        sub = call.subset(routed)
+
+        def swapped(part, hs):
+            return attend(part.replace(k=_swap_text(part.k, k_txt[:, hs], call.txt),
+                                       v=_swap_text(part.v, v_txt[:, hs], call.txt)))
+
+        result = headsplit.by_heads(sub, attend, headsplit.nbytes(sub.k) + headsplit.nbytes(sub.v), swapped)
+        if out is None:
+            return result
+        out[routed] = result
         return out
 
 
 def _swap_text(t, routed, txt: slice):
     """The key (or value) sequence with its text part replaced by the routed prompt's (any length)."""
     return torch.cat([t[:, :, :txt.start], routed, t[:, :, txt.stop:]], dim=2)
+
+
+def reference(q, k, v, k_txt, v_txt, txt: slice):
+    """The direct formula with the full matrix (benchmarks): softmax(q·k'ᵀ/√d)·v' with the text part of k and v
+    replaced by the routed prompt's."""
+    k, v = _swap_text(k, k_txt.to(k), txt), _swap_text(v, v_txt.to(v), txt)
+    return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ v

@@ -30,7 +30,7 @@ import torch
 
 import comfy.patcher_extension as pe
 
-from . import families, hooks, runstate, schedule
+from . import families, headsplit, hooks, runstate, schedule
 
 log = logging.getLogger("sleight")
 
@@ -74,11 +74,11 @@ class AttentionCall:
     def subset(self, rows, **changes) -> "AttentionCall":
         """The same call on some of its batch rows (q, k, v, mask sliced unless given in `changes`)."""
         held = self.batch_rows if self.batch_rows is not None else range(self.q.shape[0])
-        sliced = {"q": self.q[rows], "k": self.k[rows], "v": self.v[rows]}
+        sliced = {"q": take_rows(self.q, rows), "k": take_rows(self.k, rows), "v": take_rows(self.v, rows)}
         for name in ("mask", "bias"):
             t = getattr(self, name)
             if t is not None and t.ndim == 4 and t.shape[0] == self.q.shape[0]:
-                sliced[name] = t[rows]
+                sliced[name] = take_rows(t, rows)
         return self.replace(**{**sliced, **changes, "batch_rows": [held[r] for r in rows]})
 
     @property
@@ -162,6 +162,14 @@ class Forward:
         return self.batch // max(len(self.cond_or_uncond), 1)
 
 
+def take_rows(t: torch.Tensor, rows) -> torch.Tensor:
+    """t[rows] along the batch: a view when the rows are consecutive (no copy of q, k, v), else a gather."""
+    rows = list(rows)
+    if rows and rows == list(range(rows[0], rows[0] + len(rows))):
+        return t[rows[0]:rows[0] + len(rows)]
+    return t[rows]
+
+
 def _heads_of(args, kwargs):
     if len(args) > 3:
         return int(args[3])
@@ -224,6 +232,8 @@ class Router:
                 mask = c.bias.to(c.q.dtype) if mask is None else mask + c.bias.to(c.q.dtype)
             return self._backend(func, c.q, c.k, c.v, c.heads, mask=mask, skip_reshape=True,
                                  skip_output_reshape=True, **base_kwargs)
+
+        headsplit.mark_backend(attend_base)     # effects just before it may split the call by heads
 
         def chain(i):
             if i == len(active):

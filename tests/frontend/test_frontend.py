@@ -83,7 +83,11 @@ def test_example_loads_cleanly(frontend, path):
 QUEUE_R2F_PLAN_JS = """async ([wf, ckpt]) => {
   await app.loadGraphData(wf, true, true, "sleight-r2f-plan (tiny)");
   const g = app.graph, byType = t => g._nodes.filter(n => n.type === t);
-  const set = (n, k, v) => { n.widgets.find(w => w.name === k).value = v; };
+  const set = (n, k, v) => {
+    const w = (n.widgets || []).find(w => w.name === k);
+    if (!w) throw new Error(`${n.type} has no widget ${k}: ${(n.widgets || []).map(w => w.name)}`);
+    w.value = v;
+  };
   const plan = byType("SleightR2FPlan")[0], tiny = LiteGraph.createNode("SleightTinyTextEncoder");
   g.add(tiny);
   set(tiny, "text_encoder", "qwen3");
