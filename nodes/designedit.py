@@ -7,6 +7,7 @@ from ..attention_patches.core import families, masks, router, schedule
 from ..samplers import designedit, fusion
 from ..samplers.trajectory import SourceTrajectory
 from ._compat import inp, io, schema
+from .base import SleightNode
 from .inversion import Trajectory
 
 DesignLayers = io.Custom("SLEIGHT_DESIGN_LAYERS")
@@ -18,7 +19,7 @@ def _ratio(model, who):
     return families.require(model, "designedit", who).downscale
 
 
-class SleightDesignEditRemove(io.ComfyNode):
+class SleightDesignEditRemove(SleightNode):
     WHO = "Sleight · DesignEdit remove"
 
     @classmethod
@@ -100,7 +101,7 @@ class SleightDesignEditRemove(io.ComfyNode):
         return io.NodeOutput(m_out)
 
 
-class SleightDesignEditLayer(io.ComfyNode):
+class SleightDesignEditLayer(SleightNode):
     WHO = "Sleight · DesignEdit layer"
 
     @classmethod
@@ -148,7 +149,7 @@ class SleightDesignEditLayer(io.ComfyNode):
         return io.NodeOutput(list(layers or []) + [entry])
 
 
-class SleightDesignEditLayers(io.ComfyNode):
+class SleightDesignEditLayers(SleightNode):
     WHO = "Sleight · DesignEdit layers"
 
     @classmethod
@@ -203,7 +204,7 @@ class SleightDesignEditLayers(io.ComfyNode):
         return io.NodeOutput(out)
 
 
-class SleightDesignEditZoomOut(io.ComfyNode):
+class SleightDesignEditZoomOut(SleightNode):
     WHO = "Sleight · DesignEdit zoom out"
 
     @classmethod
@@ -233,7 +234,7 @@ class SleightDesignEditZoomOut(io.ComfyNode):
         return io.NodeOutput(*fusion.zoom_out(image, scale_width, scale_height, cls.WHO))
 
 
-class SleightDesignEditPan(io.ComfyNode):
+class SleightDesignEditPan(SleightNode):
     WHO = "Sleight · DesignEdit pan"
 
     @classmethod
