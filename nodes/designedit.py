@@ -220,9 +220,10 @@ class SleightDesignEditZoomOut(SleightNode):
             ),
             inputs=[
                 inp(io.Image, "image", tooltip="The image to zoom out of."),
-                inp(io.Float, "scale_width", default=0.8, min=0.05, max=1.0, step=0.01,
-                    tooltip="New width of the picture as a fraction of the canvas (0.8: the scene grows by 25%)."),
-                inp(io.Float, "scale_height", default=0.8, min=0.05, max=1.0, step=0.01,
+                inp(io.Float, "scale_width", default=0.9, min=0.05, max=1.0, step=0.01,
+                    tooltip="New width of the picture as a fraction of the canvas (0.9, the official app's default: the scene "
+                            "grows by 11%; it recommends 0.75-1)."),
+                inp(io.Float, "scale_height", default=0.9, min=0.05, max=1.0, step=0.01,
                     tooltip="New height of the picture as a fraction of the canvas."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The shrunk picture on the canvas (same size)."),
