@@ -270,7 +270,7 @@ def _conditionings(clip, spec):
     return rare, frequent, levels, summary
 
 
-class SleightR2FPlan(io.ComfyNode):
+class SleightR2FPlan(SleightNode):
     @classmethod
     def define_schema(cls):
         return schema(

@@ -25,12 +25,12 @@ def checkpoints(prompt):
 
 
 def prompt(ckpt, run=0, prefix="plain"):
-    """Loader -> CLIPTextEncode x2, EmptyLatentImage, BasicScheduler -> SplitSigmas -> SamplerCustom -> SaveLatent,
-    VAEDecode -> SaveImage."""
+    """Loader -> CLIPTextEncode (positive; its zeroed copy the negative), EmptyLatentImage, BasicScheduler ->
+    SplitSigmas -> SamplerCustom -> SaveLatent, VAEDecode -> SaveImage."""
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": TEXT, "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "3": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["2", 0]}},     # one text encoding
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
         "5": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
         "6": {"class_type": "BasicScheduler", "inputs": {"scheduler": "normal", "steps": STEPS, "denoise": 1.0,

@@ -67,7 +67,7 @@ class SD:
     def __post_init__(self):
         self.ld = self.g.add("CheckpointLoaderSimple", ckpt_name=tiny_ckpt(self.model))
         self.pos = self.text(TEXT)
-        self.neg = self.text("")
+        self.neg = self.g.add("ConditioningZeroOut", conditioning=self.g[self.pos, 0])
 
     @property
     def m(self):
@@ -489,6 +489,31 @@ def r2f_nan_stop(g):
 def r2f_stop_between_off_and_auto(g):
     _, node = r2f_plan(SD(g), "a hairy object BREAK a hairy hamburger", stop_percent=-0.5)
     return Refused(node, r"Sleight · Rare-to-Frequent: stop_percent must be -1 \(use the level\) or in \[0, 1\]")
+
+
+def r2f_plan(sd, **kw):
+    inputs = dict(prompt="A hairy hamburger on a wooden table", decoding="greedy", seed=0, max_new_tokens=400,
+                  on_failure="plain prompt") | kw
+    plan = sd.g.add("SleightR2FPlan", clip=sd.clip, **inputs)
+    sd.save(sd.sample(sd.g[r2f(sd, plan), 0], positive=sd.g[plan, 0]))
+    return plan
+
+
+@bad
+def r2f_plan_with_an_encoder_that_cannot_write(g):
+    return Refused(r2f_plan(SD(g)), r"Sleight · R2F plan: this CLIP holds no language model that can write text .*"
+                                    r"Plan with ")
+
+
+@bad
+def r2f_plan_huge_answer_budget(g):
+    return Refused(r2f_plan(SD(g), max_new_tokens=10 ** 7), r"max_new_tokens.*bigger than max of 2048", "validation")
+
+
+@bad
+def r2f_plan_unknown_failure_mode(g):
+    return Refused(r2f_plan(SD(g), on_failure="explode"),
+                   r"Sleight · R2F plan: on_failure must be one of \['plain prompt', 'raise'\], got 'explode'")
 
 
 # HD-Painter
