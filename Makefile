@@ -1,7 +1,7 @@
 # Sleight: `make demo` (the main job) and `make test` set everything up on a fresh machine.
 PY := .venv/bin/python
 
-.PHONY: setup models demo test bench bench-kernels effects unit clean
+.PHONY: setup models demo test bench bench-kernels effects unit soak clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,9 @@ bench-kernels: setup
 
 effects: models
 	@$(PY) scripts/effects.py
+
+soak: models
+	@$(PY) scripts/soak.py
 
 clean:
 	rm -rf output build/models

@@ -7,6 +7,7 @@ from ..attention_patches.core import families, masks, router, schedule
 from ..samplers import designedit, fusion
 from ..samplers.trajectory import SourceTrajectory
 from ._compat import inp, io, schema
+from .base import SleightNode
 from .inversion import Trajectory
 
 DesignLayers = io.Custom("SLEIGHT_DESIGN_LAYERS")
@@ -18,7 +19,7 @@ def _ratio(model, who):
     return families.require(model, "designedit", who).downscale
 
 
-class SleightDesignEditRemove(io.ComfyNode):
+class SleightDesignEditRemove(SleightNode):
     WHO = "Sleight · DesignEdit remove"
 
     @classmethod
@@ -100,7 +101,7 @@ class SleightDesignEditRemove(io.ComfyNode):
         return io.NodeOutput(m_out)
 
 
-class SleightDesignEditLayer(io.ComfyNode):
+class SleightDesignEditLayer(SleightNode):
     WHO = "Sleight · DesignEdit layer"
 
     @classmethod
@@ -148,7 +149,7 @@ class SleightDesignEditLayer(io.ComfyNode):
         return io.NodeOutput(list(layers or []) + [entry])
 
 
-class SleightDesignEditLayers(io.ComfyNode):
+class SleightDesignEditLayers(SleightNode):
     WHO = "Sleight · DesignEdit layers"
 
     @classmethod
@@ -203,7 +204,7 @@ class SleightDesignEditLayers(io.ComfyNode):
         return io.NodeOutput(out)
 
 
-class SleightDesignEditZoomOut(io.ComfyNode):
+class SleightDesignEditZoomOut(SleightNode):
     WHO = "Sleight · DesignEdit zoom out"
 
     @classmethod
@@ -219,9 +220,10 @@ class SleightDesignEditZoomOut(io.ComfyNode):
             ),
             inputs=[
                 inp(io.Image, "image", tooltip="The image to zoom out of."),
-                inp(io.Float, "scale_width", default=0.8, min=0.05, max=1.0, step=0.01,
-                    tooltip="New width of the picture as a fraction of the canvas (0.8: the scene grows by 25%)."),
-                inp(io.Float, "scale_height", default=0.8, min=0.05, max=1.0, step=0.01,
+                inp(io.Float, "scale_width", default=0.9, min=0.05, max=1.0, step=0.01,
+                    tooltip="New width of the picture as a fraction of the canvas (0.9, the official app's default: the scene "
+                            "grows by 11%; it recommends 0.75-1)."),
+                inp(io.Float, "scale_height", default=0.9, min=0.05, max=1.0, step=0.01,
                     tooltip="New height of the picture as a fraction of the canvas."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The shrunk picture on the canvas (same size)."),
@@ -233,7 +235,7 @@ class SleightDesignEditZoomOut(io.ComfyNode):
         return io.NodeOutput(*fusion.zoom_out(image, scale_width, scale_height, cls.WHO))
 
 
-class SleightDesignEditPan(io.ComfyNode):
+class SleightDesignEditPan(SleightNode):
     WHO = "Sleight · DesignEdit pan"
 
     @classmethod

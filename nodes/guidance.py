@@ -2,9 +2,10 @@
 from ..attention_patches.core import families, hooks, schedule
 from ..samplers import apg
 from ._compat import inp, io, schema
+from .base import SleightNode
 
 
-class SleightAPG(io.ComfyNode):
+class SleightAPG(SleightNode):
     @classmethod
     def define_schema(cls):
         return schema(

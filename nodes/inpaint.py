@@ -3,9 +3,10 @@ from ..attention_patches import painta
 from ..attention_patches.core import families, schedule, tokens
 from ..samplers import rasg
 from ._compat import inp, io, schema, with_options
+from .base import SleightNode
 
 
-class SleightPAIntA(io.ComfyNode):
+class SleightPAIntA(SleightNode):
     WHO = "Sleight · PAIntA"
 
     @classmethod
@@ -72,7 +73,7 @@ class SleightPAIntA(io.ComfyNode):
         return io.NodeOutput(out, conditioning)
 
 
-class SleightRASG(io.ComfyNode):
+class SleightRASG(SleightNode):
     @classmethod
     def define_schema(cls):
         return schema(

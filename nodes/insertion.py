@@ -3,12 +3,13 @@ from ..attention_patches import extended
 from ..attention_patches.core import families, masks, tokens
 from ..samplers import addit
 from ._compat import inp, io, schema
+from .base import SleightNode
 from .inversion import Trajectory
 
 ADDIT_KEY = "sleight.addit"    # transformer_options: marks a model patched by Sleight · Add-it
 
 
-class SleightAddIt(io.ComfyNode):
+class SleightAddIt(SleightNode):
     WHO = "Sleight · Add-it"
 
     @classmethod
@@ -108,7 +109,7 @@ class SleightAddIt(io.ComfyNode):
         return io.NodeOutput(patched, positive)
 
 
-class SleightAddItMask(io.ComfyNode):
+class SleightAddItMask(SleightNode):
     WHO = "Sleight · Add-it mask"
 
     @classmethod

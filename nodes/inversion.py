@@ -7,6 +7,7 @@ from ..attention_patches.core import families
 from ..samplers import inversion
 from ..samplers.trajectory import TRAJECTORY_TYPE, SourceTrajectory
 from ._compat import inp, io, schema
+from .base import SleightNode
 
 Trajectory = io.Custom(TRAJECTORY_TYPE)
 
@@ -25,7 +26,7 @@ def _one_latent(who, latent):
     return samples
 
 
-class SleightInvert(io.ComfyNode):
+class SleightInvert(SleightNode):
     WHO = "Sleight · Invert"
 
     @classmethod
@@ -73,7 +74,7 @@ class SleightInvert(io.ComfyNode):
         return io.NodeOutput(inversion.invert(model, samples, conditioning, sigmas, fixed_point_iterations, cls.WHO))
 
 
-class SleightSourceTrajectory(io.ComfyNode):
+class SleightSourceTrajectory(SleightNode):
     WHO = "Sleight · Source trajectory"
 
     @classmethod

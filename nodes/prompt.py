@@ -6,6 +6,7 @@ import torch
 from ..attention_patches.core import families
 from ..samplers import r2f, r2f_plan, r2f_text, switching
 from ._compat import inp, io, schema, ui
+from .base import SleightNode
 
 log = logging.getLogger("sleight")
 
@@ -107,7 +108,7 @@ def _is_repeated(batch, row):
     return torch.equal(batch.cpu(), row.cpu().repeat(batch.shape[0] // row.shape[0], *[1] * (row.dim() - 1)))
 
 
-class SleightRareToFrequent(io.ComfyNode):
+class SleightRareToFrequent(SleightNode):
     @classmethod
     def define_schema(cls):
         return schema(
@@ -195,7 +196,7 @@ def _tagged(conditioning, stage, level):
     return [[e[0], {**e[1], STAGE_KEY: stage, LEVEL_KEY: level}] for e in conditioning]
 
 
-class SleightR2FPrompt(io.ComfyNode):
+class SleightR2FPrompt(SleightNode):
     @classmethod
     def define_schema(cls):
         return schema(
@@ -269,7 +270,7 @@ def _conditionings(clip, spec):
     return rare, frequent, levels, summary
 
 
-class SleightR2FPlan(io.ComfyNode):
+class SleightR2FPlan(SleightNode):
     @classmethod
     def define_schema(cls):
         return schema(

@@ -5,6 +5,7 @@ import comfy.samplers
 from ..attention_patches.core import families, schedule
 from ..samplers import find_layers, routing
 from ._compat import inp, io, schema, ui, with_options
+from .base import SleightNode
 
 LAYERS_TOOLTIP = (
     "Which attention layers receive the routed prompt. "
@@ -20,7 +21,7 @@ CUSTOM_TOOLTIP = (
     "the connected model's block ids to choose from.")
 
 
-class SleightPromptRoute(io.ComfyNode):
+class SleightPromptRoute(SleightNode):
     WHO = "Sleight · Route prompt"
 
     @classmethod
@@ -65,7 +66,7 @@ class SleightPromptRoute(io.ComfyNode):
         return io.NodeOutput(routing.route(model, conditioning, blocks, window, routing.ROWS[rows], cls.WHO))
 
 
-class SleightFindTextLayers(io.ComfyNode):
+class SleightFindTextLayers(SleightNode):
     WHO = "Sleight · Find text layers"
 
     @classmethod

@@ -7,6 +7,7 @@ import comfy.sample
 from ..attention_patches.core import families
 from ..samplers import search, verifiers
 from ._compat import inp, io, schema
+from .base import SleightNode
 
 NAME = "Sleight · Noise search"
 VERIFIERS = ["self_consistency", "reference", "ensemble"]
@@ -43,7 +44,7 @@ def build_verifiers(choice, clip_vision, vae, reference_image):
     return found
 
 
-class SleightNoiseSearch(io.ComfyNode):
+class SleightNoiseSearch(SleightNode):
     @classmethod
     def define_schema(cls):
         return schema(

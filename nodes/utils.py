@@ -1,9 +1,10 @@
 """Utility nodes (sleight/utils)."""
 from ..attention_patches.core import families
 from ._compat import inp, io, schema, ui
+from .base import SleightNode
 
 
-class SleightInspectAttention(io.ComfyNode):
+class SleightInspectAttention(SleightNode):
     @classmethod
     def define_schema(cls):
         return schema(

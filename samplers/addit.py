@@ -104,7 +104,12 @@ def install(model, source, positions, settings: AddItSettings, own_text_len=None
 
     traj.add_source_row(m, source, active, before_source, who=who, after_source=after_source)
     router.install(m, effect, who)
-    hooks.on_run(m, MASK_KEY, after=lambda run, out: _attach_mask(out, effect.state(run).mask))
+
+    def check(run):            # a mask that cannot fit the batch fails before sampling, not at the blend step
+        if settings.user_mask is not None and run.latent_image is not None:
+            _user_mask(settings, run.latent_image.shape[0], who)
+
+    hooks.on_run(m, MASK_KEY, start=check, after=lambda run, out: _attach_mask(out, effect.state(run).mask))
     return m, effect
 
 
@@ -112,13 +117,18 @@ def _has_references(guider) -> bool:
     return any("reference_latents" in c for c in guider.conds.get("positive", []) or [])
 
 
+def _user_mask(settings, batch, who):
+    """The node's mask for a batch of `batch` images: one mask for all, or one per image."""
+    mask = settings.user_mask
+    if mask.shape[0] not in (1, batch):
+        raise ValueError(f"{who}: the mask holds {mask.shape[0]} masks but the sampler makes {batch} images; "
+                         "give one mask or one per image.")
+    return mask.expand(batch, -1, -1, -1) if mask.shape[0] == 1 else mask
+
+
 def _blend_mask(st, settings, latent_hw, batch, who):
     if settings.user_mask is not None:
-        mask = settings.user_mask
-        if mask.shape[0] not in (1, batch):
-            raise ValueError(f"{who}: the mask holds {mask.shape[0]} masks but the sampler makes {batch} images; "
-                             "give one mask or one per image.")
-        return mask.expand(batch, -1, -1, -1) if mask.shape[0] == 1 else mask
+        return _user_mask(settings, batch, who)
     maps = st.take_mask_maps()
     if maps is None:
         return None

@@ -104,9 +104,14 @@ class APGRun:
         self.last_sigma = sigma
 
 
-def _rescaled_cond(uncond, target, w):
-    """The cond that ComfyUI's CFG step (uncond + w·(cond − uncond)) turns into `target`."""
-    return uncond + (target - uncond) / w
+def _through_cfg(conds_out, target, w):
+    """conds_out whose ComfyUI CFG step (uncond + w·(cond − uncond)) gives `target`: the cond rescaled by 1/w, the
+    uncond kept for post-CFG patches. At w ≈ 0 the CFG step returns the uncond alone (a division by w would give
+    inf, a black image), so `target` goes into both rows: the step then returns it exactly."""
+    uncond, rest = conds_out[1], list(conds_out[2:])
+    if abs(w) < 1e-4:
+        return [target, target] + rest
+    return [uncond + (target - uncond) / w, uncond] + rest
 
 
 def make_pre_cfg(settings: APGSettings, node_name: str = "Sleight · APG"):
@@ -130,13 +135,12 @@ def make_pre_cfg(settings: APGSettings, node_name: str = "Sleight · APG"):
         if settings.warmup_steps > 0 and 0 <= schedule.step_index(to.get("sample_sigmas"), sigma) < settings.warmup_steps:
             if settings.warmup_cfg <= 0 or settings.warmup_cfg == w:
                 return conds_out
-            target = uncond + settings.warmup_cfg * (cond - uncond)
-            return [_rescaled_cond(uncond, target, w), uncond] + list(conds_out[2:])
+            return _through_cfg(conds_out, uncond + settings.warmup_cfg * (cond - uncond), w)
 
         if not settings.window.contains(args["model"].model_sampling, sigma):
             return conds_out
         guided = apg_x0(cond, uncond, w, settings.eta, settings.threshold_for(cond), run.buffer(0))
-        return [_rescaled_cond(uncond, guided, w), uncond] + list(conds_out[2:])
+        return _through_cfg(conds_out, guided, w)
 
     sleight_apg_pre_cfg.sleight_apg = True
     return sleight_apg_pre_cfg

@@ -90,6 +90,7 @@ def find_layers(model, positive, routed, negative, seed, steps, cfg, sampler_nam
     noise = comfy.sample.prepare_noise(latent, seed)
     weights = None
     if mask is not None:
+        masks.check_size(mask, tuple(latent.shape[-2:]), down, who)
         weights = mask_weights(mask, latent.shape[-2:])
         if float(weights.sum()) < 1e-3 or float((1 - weights).sum()) < 1e-3:
             raise ValueError(f"{who}: the mask is {'empty' if float(weights.sum()) < 1e-3 else 'full'}; "

@@ -3,6 +3,7 @@ the paper's LLM answer format, a released prompt-file entry (JSON) or hand-writt
 """
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from .r2f import MAX_LEVEL
@@ -72,10 +73,15 @@ def _value_after(lines, i, rest):
     return "", i
 
 
+def _blank(text: str) -> bool:
+    """No visible character: empty, white space, or only invisible ones (zero-width space, joiners, BOM)."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc") for ch in text)
+
+
 def _split_part(part: str, handwritten: bool):
     """One AND-part: ("pair", freq, rare) | ("chain", [p0..pn]) | ("plain", text)."""
     pieces = [p.strip() for p in _split_word(part.strip(), "BREAK")]
-    if any(not p for p in pieces):
+    if any(_blank(p) for p in pieces):
         raise _err(f"'{part.strip()}' has an empty side of BREAK. {FORMAT_HELP}")
     if len(pieces) == 2:
         return ("pair", pieces[0], pieces[1])
@@ -83,7 +89,7 @@ def _split_part(part: str, handwritten: bool):
         return ("chain", pieces)
     if handwritten and part.count(",") == 1:
         f, r = (p.strip() for p in part.split(","))
-        if not f or not r:
+        if _blank(f) or _blank(r):
             raise _err(f"'{part.strip()}' has an empty side of the comma. {FORMAT_HELP}")
         return ("pair", f, r)
     return ("plain", part.strip())

@@ -113,7 +113,10 @@ class Client:
 
     def queue(self, prompt, extra_data=None):
         body = {"prompt": prompt, "client_id": self.client_id, "extra_data": extra_data or {}}
-        r = requests.post(route(self.base, "prompt"), json=body, timeout=60)
+        # json.dumps writes NaN / inf as the tokens NaN / Infinity, which the server's JSON reader takes
+        # (requests' json= refuses them): a prompt can carry them as a careless client's would
+        r = requests.post(route(self.base, "prompt"), data=json.dumps(body),
+                          headers={"Content-Type": "application/json"}, timeout=60)
         if r.status_code != 200:
             try:
                 body = r.json()
@@ -198,6 +201,15 @@ class Client:
         return paths
 
 
+def _die_with_parent():
+    """In the server's process, before exec: SIGTERM it when the process that started it dies (Linux), so a test run
+    killed from outside (a timeout, ^C twice) leaves no server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -246,7 +258,8 @@ class ComfyServer:
             self._log = open(self.log_path, "w")
             t0 = time.monotonic()
             self.proc = subprocess.Popen(cmd, cwd=comfy_env.COMFY, stdout=self._log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
             while time.monotonic() - t0 < self.ready_timeout:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} on start:\n{self.log_tail()}")

@@ -121,8 +121,14 @@ class Item:
         return True
 
 
-def parse(spec: str):
-    """The items of a spec string; raises LayerSpecError on syntax errors (not on unknown ids)."""
+MAX_SPEC = 10_000     # characters: a spec names a few of at most a few hundred layers
+
+
+def parse(spec: str, who: str = "Sleight"):
+    """The items of a spec string; raises LayerSpecError naming the node `who` on syntax errors (not on unknown ids)."""
+    if len(spec or "") > MAX_SPEC:
+        raise LayerSpecError(f"{who}: the layer spec is {len(spec)} characters long (at most {MAX_SPEC}); name the "
+                             "layers with ranges, prefixes or wildcards (output.2.1-3, output.2, double.*).")
     items = []
     for raw in _ITEM_SPLIT.split(spec or ""):
         raw = raw.strip()
@@ -132,14 +138,14 @@ def parse(spec: str):
         for seg in raw.split("."):
             if not _PART.match(seg):
                 raise LayerSpecError(
-                    f"cannot read {raw!r} in the layer spec: write block ids like output.2.1, ranges like "
+                    f"{who}: cannot read {raw[:80]!r} in the layer spec: write block ids like output.2.1, ranges like "
                     f"output.2.1-3, prefixes like output.2, wildcards like double.* (items separated by commas)")
             if seg.isdigit():
                 parts.append((int(seg), int(seg)))
             elif "-" in seg:
                 lo, hi = (int(x) for x in seg.split("-"))
                 if lo > hi:
-                    raise LayerSpecError(f"the range {seg!r} in {raw!r} runs backwards; write {hi}-{lo}")
+                    raise LayerSpecError(f"{who}: the range {seg!r} in {raw[:80]!r} runs backwards; write {hi}-{lo}")
                 parts.append((lo, hi))
             else:
                 parts.append(seg)
@@ -150,14 +156,14 @@ def parse(spec: str):
 def resolve(spec: str, valid_ids, who: str = "Sleight"):
     """Block ids selected by a spec string among `valid_ids` (forward order); every item must match."""
     valid_ids = list(valid_ids)
-    items = parse(spec)
+    items = parse(spec, who)
     if not items:
         raise LayerSpecError(f"{who}: the layer spec is empty. Valid block ids: {describe_valid(valid_ids)}.")
     chosen = set()
     for item in items:
         hit = [b for b in valid_ids if item.matches(b)]
         if not hit:
-            raise LayerSpecError(f"{who}: {item.text!r} matches no layer of this model. "
+            raise LayerSpecError(f"{who}: {item.text[:80]!r} matches no layer of this model. "
                                  f"Valid block ids: {describe_valid(valid_ids)}.")
         chosen.update(hit)
     return [b for b in valid_ids if b in chosen]

@@ -130,7 +130,7 @@ def step_window(who: str, name: str, start: float, end: float) -> StepWindow:
     try:
         return StepWindow(start, end)
     except ValueError as e:
-        raise ValueError(f"{who}: {name}: {e}.") from None
+        raise ValueError(f"{who}: {name}: {e}; set the start at or before the end, both fractions in [0, 1].") from None
 
 
 # Samplers that evaluate the model again at a *later scheduled* sigma inside one step (heun: σ_{i+1},

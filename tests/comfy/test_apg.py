@@ -97,6 +97,20 @@ def test_cfg_one_is_a_clear_error():
         sample(apg(model), pos, neg, cfg=1.0, steps=2)
 
 
+def test_cfg_zero_follows_the_formula():
+    """At w = 0 ComfyUI's CFG step returns the uncond alone; APG's D̂ = D_c + (w − 1)(ΔD_⊥ + ηΔD_∥) still holds
+    (no division by w: that gave an all-black image). With η = 1 and no momentum or clipping it is D_u, plain CFG."""
+    model, clip, _ = load("sd15")
+    pos, neg = prompts(clip)
+    plain = sample(model, pos, neg, cfg=0.0, steps=3)
+    same = sample(apg(model, eta=1.0, momentum=0.0, norm_threshold=0.0), pos, neg, cfg=0.0, steps=3)
+    torch.testing.assert_close(same, plain, rtol=1e-4, atol=1e-4)
+    guided = sample(apg(model), pos, neg, cfg=0.0, steps=3)
+    assert torch.isfinite(guided).all() and not torch.allclose(guided, plain, atol=1e-3)
+    warm = sample(apg(model, cfg_warmup_steps=3, cfg_warmup_scale=2.0), pos, neg, cfg=0.0, steps=3)
+    torch.testing.assert_close(warm, sample(model, pos, neg, cfg=2.0, steps=3), rtol=1e-4, atol=1e-4)
+
+
 def test_reversed_window_is_a_clear_error():
     model, _, _ = load("sd15")
     with pytest.raises(ValueError, match="Sleight · APG: .*start_percent"):

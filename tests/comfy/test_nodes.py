@@ -1,5 +1,6 @@
 """The pack as ComfyUI's V3 loader sees it."""
 import asyncio
+import re
 
 import pytest
 
@@ -45,3 +46,21 @@ def test_compat_drops_fields_this_comfyui_lacks():
         _compat.inp(_compat.io.Float, "w", toltip="t")
     with pytest.raises(TypeError, match="serch_aliases"):
         _compat.schema(node_id="SleightX", serch_aliases=["y"])
+
+
+def test_every_float_input_rejects_nan_and_inf_naming_the_node():
+    """ComfyUI's validation lets NaN through (every comparison with it is false) and a linked FLOAT skips the range:
+    SleightNode checks every FLOAT input before execute runs, also in the locked class clone ComfyUI executes."""
+    from comfy_api.internal import make_locked_method_func
+
+    for node in NODES:
+        schema = node.GET_SCHEMA()
+        floats = [i.id for i in schema.inputs if isinstance(i, _compat.io.Float.Input)]
+        assert getattr(node.execute.__func__, "sleight_checks_floats", False), node.__name__
+        run = make_locked_method_func(node, "EXECUTE_NORMALIZED", node.PREPARE_CLASS_CLONE({}))
+        for name in floats:
+            for bad in (float("nan"), float("inf"), float("-inf")):
+                inputs = {i.id: None for i in schema.inputs} | {name: bad}
+                with pytest.raises(ValueError, match=f"^{re.escape(schema.display_name)}: {name} is {bad}, give a "
+                                                     "finite number between"):
+                    run(**inputs)

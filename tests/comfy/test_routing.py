@@ -339,6 +339,8 @@ def test_find_is_interruptible_and_fails_clearly():
     assert ticks == [1]
     with pytest.raises(ValueError, match="the mask is empty"):
         find(model, clip, mask=torch.zeros(64, 64))
+    with pytest.raises(ValueError, match="Find text layers: the mask is 32x48 pixels but the latent is 64x64"):
+        find(model, clip, mask=torch.ones(1, 48, 32))
     with pytest.raises(LayerSpecError, match="'output.7' matches no layer"):
         find(model, clip, search_layers="output.7")
 

@@ -1,5 +1,8 @@
 """Loading the tiny models once per session and sampling them the way KSampler does."""
-import functools
+import collections
+import ctypes
+import gc
+import sys
 
 import torch
 
@@ -13,10 +16,47 @@ FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev", "flux2": "f
                  "qwen_image": "qwen_image"}
 
 
-@functools.lru_cache(maxsize=3)
+# Weights the session keeps loaded. The tiny models' text encoders are full size (SDXL's CLIP-G alone is 1.3 GB in
+# fp16) and Flux's blocks 2 GB in fp32: an LRU of three models held up to three of those (the suite peaked at
+# 14.5 GB). This budget keeps every small model (SD1.5, SD3: about 0.3 GB each) and one SDXL- or Flux-sized one.
+BUDGET = 3.5 * 2 ** 30
+_loaded = collections.OrderedDict()      # name -> ((model, clip, vae), bytes of weights), least recently used first
+
+
+def weight_bytes(loaded):
+    model, clip, vae = loaded
+    modules = [model.model, clip.cond_stage_model if clip is not None else None,
+               vae.first_stage_model if vae is not None else None]
+    return sum(t.numel() * t.element_size() for m in modules if m is not None for t in m.state_dict().values())
+
+
 def load(name):
+    """(model, clip, vae) of a tiny model, loaded once and kept while the weights kept stay within BUDGET."""
+    if name in _loaded:
+        _loaded.move_to_end(name)
+        return _loaded[name][0]
     tiny_models.ensure_models(names=[name])
-    return tiny_models.load(name)
+    loaded = tiny_models.load(name)
+    _loaded[name] = (loaded, weight_bytes(loaded))
+    evicted = False
+    while len(_loaded) > 1 and sum(size for _, size in _loaded.values()) > BUDGET:
+        _loaded.popitem(last=False)
+        evicted = True
+    if evicted:
+        release()
+    return loaded
+
+
+def unload_all():
+    _loaded.clear()
+    release()
+
+
+def release():
+    """Free what dropped models held: collect their reference cycles, then hand freed heap back to the OS."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def encode(clip, text):

@@ -2,6 +2,8 @@
 
 One server for the module. Every tests/workflows/*.api.json runs with the demo's model substitution
 (scripts/demo.py `tiny_prompt`), with its seeds shifted per workflow so ComfyUI's cache never answers for it.
+After each workflow and each interrupted run, a plain KSampler on the same loaded checkpoint and seed must give
+the bytes it gave before any trick ran (tests/server/plain.py): nothing leaks into the model or the server.
 """
 import json
 import re
@@ -13,6 +15,7 @@ from PIL import Image
 import comfy_env
 import demo
 from comfy_server import ComfyServer, PromptError
+from plain import Plain, checkpoints, tiny_ckpt
 
 WORKFLOWS = sorted(demo.API_TWINS.glob("*.api.json"))
 LOG = comfy_env.OUTPUT / "server-tests" / "server.log"
@@ -32,6 +35,13 @@ def server():
     tiny_models.ensure_models(names=sorted(needed))
     with ComfyServer(log_path=LOG) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def plain(server):
+    """Plain runs on the workflows' checkpoints. Each checkpoint's baseline is taken right before the first trick
+    on it (a global leak from an earlier trick shows in that trick's own checks), so it costs no extra load."""
+    return Plain(server)
 
 
 def test_tiny_prompt_substitutes_models_sizes_and_steps():
@@ -105,9 +115,13 @@ def shift_seeds(prompt, offset):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=stem_of)
-def test_workflow_runs(server, path, tmp_path):
+def test_workflow_runs_and_leaves_the_model_as_it_was(server, plain, path, tmp_path):
     prompt, _ = demo.tiny_prompt(json.loads(path.read_text()))
+    for ckpt in checkpoints(prompt):
+        plain.baseline(ckpt)
     check_run(server, shift_seeds(prompt, 1000 + WORKFLOWS.index(path)), stem_of(path), tmp_path)
+    for ckpt in checkpoints(prompt):
+        plain.check(ckpt, f"the workflow {stem_of(path)}", reuses_model=True)
 
 
 SHAPES = [p for p in WORKFLOWS if stem_of(p) in demo.SHAPES_WORKFLOWS]
@@ -259,18 +273,47 @@ def test_out_of_range_input_is_refused_by_validation(server):
     assert "eta" in str(e.value)
 
 
-def test_interrupt_stops_sampling(server):
-    prompt = apg_prompt(3)
-    prompt["6"]["inputs"]["steps"] = 500
+def interrupted(server, prompt, sampler_id):
+    """Runs `prompt`, interrupting it at the first progress of node `sampler_id`; the progress values it saw."""
     seen = []
 
     def interrupt_once(data):
-        if not seen:
-            server.client.interrupt()
-        seen.append(data["value"])
+        if str(data.get("node")) == sampler_id:
+            if not seen:
+                server.client.interrupt()
+            seen.append(data["value"])
 
     start = len(server.log_text())
     result = server.client.run(prompt, on_progress=interrupt_once, check=False)
     PROVOKED.append((start, len(server.log_text())))
     assert result.status == "execution_interrupted", result.status
+    return seen
+
+
+def test_interrupt_stops_sampling(server, plain):
+    prompt = apg_prompt(3)
+    prompt["6"]["inputs"]["steps"] = 500
+    plain.baseline(tiny_ckpt("sd15"))
+    seen = interrupted(server, prompt, "6")
     assert seen and max(seen) < 500
+    plain.check(tiny_ckpt("sd15"), "an interrupted APG run", reuses_model=True)
+
+
+# the sampler node of each workflow's trick and the node holding its steps (hdpainter: RASG through BasicScheduler)
+INTERRUPTED = {"sleight-hdpainter": ("9", "7"), "sleight-addit": ("8", "8")}
+
+
+@pytest.mark.parametrize("stem", sorted(INTERRUPTED))
+def test_interrupt_mid_trick_leaves_the_model_as_it_was(server, plain, stem):
+    """Interrupted inside the trick's sampling (RASG swaps the UNet's weights for trainable copies while it runs;
+    Add-it runs the source in lockstep): a plain run afterwards on the same loaded model gives the baseline."""
+    sampler_id, steps_id = INTERRUPTED[stem]
+    prompt, _ = demo.tiny_prompt(json.loads((demo.API_TWINS / f"{stem}.api.json").read_text()))
+    prompt = shift_seeds(prompt, 3000)
+    prompt[steps_id]["inputs"]["steps"] = 400
+    for ckpt in checkpoints(prompt):
+        plain.baseline(ckpt)
+    seen = interrupted(server, prompt, sampler_id)
+    assert seen and max(seen) < 400
+    for ckpt in checkpoints(prompt):
+        plain.check(ckpt, f"an interrupted {stem} run", reuses_model=True)

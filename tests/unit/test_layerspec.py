@@ -99,10 +99,10 @@ def test_unknown_ids_and_empty_specs_fail_naming_the_valid_ids(spec, needle):
     assert msg.count("output.2.") == (1 if "output.2" not in spec else 2)     # grouped, not 70 ids
 
 
-@pytest.mark.parametrize("spec", ["output.2.3-1", "output.2.x-3", "output/2", "out put.2.$"])
-def test_syntax_errors_say_what_to_write(spec):
-    with pytest.raises(LayerSpecError, match="runs backwards|cannot read"):
-        layerspec.resolve(spec, ids(SDXL))
+@pytest.mark.parametrize("spec", ["output.2.3-1", "output.2.x-3", "output/2", "out put.2.$", "output.2" * 2000])
+def test_syntax_errors_name_the_node_and_say_what_to_write(spec):
+    with pytest.raises(LayerSpecError, match="^Sleight · T: .*(runs backwards|cannot read|at most 10000)"):
+        layerspec.resolve(spec, ids(SDXL), "Sleight · T")
 
 
 def test_compact_merges_runs_and_round_trips():

@@ -256,11 +256,32 @@ def test_chain_sequence():
     ("{not json", "not valid JSON"),
     ('{"a": 1, "b": 2}', "one entry of a released R2F prompt file"),
     ("a hairy object, a hairy hamburger\nthis line is a note", "neither 'frequent BREAK rare' nor 'frequent, rare'"),
+    ("a hairy object BREAK BREAK a hairy hamburger", "empty side of BREAK"),
+    ("a hairy object BREAK \u200b\u200d", "empty side of BREAK"),
+    ("\ufeff, a hairy hamburger", "empty side of the comma"),
+    ("a BREAK b " * 3000, "at most 20000 characters"),
+    ('{"r2f_prompt": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ("### Input: " + " and ".join(f"rare thing {i}" for i in range(17)) + "\n### Final Prompt Sequence: "
+     + " AND ".join(f"thing {i} BREAK rare thing {i}" for i in range(17)) + "\nVisual Detail Level: " + "3 AND " * 16 + "3",
+     "at most 16 are switched in"),
 ])
 def test_parse_errors_name_the_node_and_the_format(text, match):
     with pytest.raises(ValueError, match=match) as e:
         r2f_text.parse_r2f_text(text)
     assert str(e.value).startswith("Sleight · R2F prompt: ")
+
+
+def test_long_whitespace_runs_parse_in_linear_time():
+    """The AND / BREAK split once backtracked quadratically: 100k spaces held the prompt worker 20 s."""
+    import time
+
+    for text in ["a" + " " * 19_990 + "AND b", "a BREAK" + " " * 19_980 + "b", "x " * 9_999]:
+        t0 = time.perf_counter()
+        try:
+            r2f_text.parse_r2f_text(text)
+        except ValueError as e:
+            assert str(e).startswith("Sleight · R2F prompt: ")
+        assert time.perf_counter() - t0 < 0.5
 
 
 # ------------------------------------------------------------------ a language model's answer as plan text
