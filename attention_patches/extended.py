@@ -5,7 +5,8 @@ active layer:
 - source row: normal attention; its image-token K/V are kept for this step (per-run state, cleared every step);
 - target rows (cond and uncond): queries attend to [K_src_img ; γ·K_tgt] with values [V_src_img ; V_tgt]
   (official `extend_type="pixels"`: γ scales the target's own keys, text and image, i.e. its logits; one SDPA
-  over the concatenated keys, no L×L matrix).
+  over the concatenated keys, no L×L matrix). A padding mask the model passes goes with the target's keys (the
+  source's image keys are never padding); a mask that is more than padding is refused.
 At the recording steps the attention mass of the target's image queries on the subject's text tokens is taken
 as one more SDPA whose values are the subject-token indicator (an Lq×1 output, no attention matrix), in the
 paper's layers (Flux double 13, 14, 18, single 23, 33) or the layers at the same relative depth (the family
@@ -18,6 +19,7 @@ from scipy.optimize import brentq
 from .core import masks, router, schedule
 
 TARGET_ROLES = ("cond", "uncond")
+WHO = "Sleight · Add-it"
 
 
 def extended_attention(attend, q, k_src, v_src, k_tgt, v_tgt, gamma: float):
@@ -28,23 +30,24 @@ def extended_attention(attend, q, k_src, v_src, k_tgt, v_tgt, gamma: float):
     return attend(q, k, v)
 
 
-def key_mass(q, k, key_weights):
+def key_mass(q, k, key_weights, padding=None):
     """Σ_j softmax(q·kᵀ/√d)_ij · w_j for every query: attention mass on weighted keys, via SDPA with the weights
-    as the values (no attention matrix is kept). Weights (Lk,) → (B, H, Lq); (Lk, C) → (B, H, Lq, C)."""
+    as the values (no attention matrix is kept). Weights (Lk,) → (B, H, Lq); (Lk, C) → (B, H, Lq, C).
+    `padding`: the model's key-padding bias (B, 1, 1, Lk), so padded keys get no mass, as in its own attention."""
     cols = key_weights.reshape(key_weights.shape[0], -1)
     w = cols.to(q)[None, None].expand(q.shape[0], q.shape[1], -1, -1)
-    out = F.scaled_dot_product_attention(q, k.to(q), w)
+    out = F.scaled_dot_product_attention(q, k.to(q), w, attn_mask=None if padding is None else padding.to(q))
     return out[..., 0] if key_weights.ndim == 1 else out
 
 
-def source_target_mass(q, k_ext, n_src: int, tgt_img: slice):
+def source_target_mass(q, k_ext, n_src: int, tgt_img: slice, padding=None):
     """(mass on the source image keys, mass on the target image keys) of the queries `q` over the extended keys
     [K_src_img (n_src) ; γ·K_tgt], summed over the queries and rows, averaged over the heads (official
     `store_attention_ratios`, ratio_source 'text'); `tgt_img` is the image slice within the target's keys."""
     w = torch.zeros(k_ext.shape[2], 2)
     w[:n_src, 0] = 1.0
     w[n_src + tgt_img.start:n_src + tgt_img.stop, 1] = 1.0
-    m = key_mass(q, k_ext, w).float().mean(1).sum((0, 1))
+    m = key_mass(q, k_ext, w, padding).float().mean(1).sum((0, 1))
     return float(m[0]), float(m[1])
 
 
@@ -143,43 +146,47 @@ class AddItAttention:
             idx = rows[router.SOURCE_ROLE]
             st.cache[(call.block, call.kind)] = (call.sigma, call.k[idx][:, :, call.img], call.v[idx][:, :, call.img])
             return attend(call)
-        if call.mask is not None:
-            raise ValueError("Sleight · Add-it: this model passes an attention mask to its attention; extended "
-                             "attention is not supported on it.")
         entry = st.cache.get((call.block, call.kind))
         extended = entry is not None and entry[0] == call.sigma and self.active(call)
+        recording = st.probe is None and self.records(call, st) and "cond" in rows
+        # the model's padding mask, carried through the key concatenation (source image keys are never padding)
+        pad = call.key_padding(WHO) if (extended or recording) else None
         target = [r for role in TARGET_ROLES for r in rows.get(role, [])]
         out = torch.empty_like(call.q)
         keep = [r for r in range(call.q.shape[0]) if r not in set(target)]
         if keep:
             out[keep] = attend(call.subset(keep))
         sub = call.subset(target)
+        pad = None if pad is None else pad[target]
         offset = 0
         if extended:
             _, k_src, v_src = entry
             offset = k_src.shape[2]
+            if pad is not None:
+                pad = torch.cat([pad.new_zeros(*pad.shape[:3], offset), pad], dim=-1)
             seen = {}
 
             def attend_qkv(q, k, v):
-                seen["sub"] = sub.replace(q=q, k=k, v=v)
+                seen["sub"] = sub.replace(q=q, k=k, v=v, mask=pad)
                 return attend(seen["sub"])
 
             gamma = st.gamma if st.probe is None else st.probe["gamma"]
             out[target] = extended_attention(attend_qkv, sub.q, k_src, v_src, sub.k, sub.v, gamma)
             sub = seen["sub"]
             if st.probe is not None and (call.block, call.kind) in self.ratio_layers and "cond" in rows:
-                self._measure(call, st, sub, [target.index(r) for r in rows["cond"]], offset)
+                self._measure(call, st, sub, [target.index(r) for r in rows["cond"]], offset, pad)
         else:
             out[target] = attend(sub)
-        if st.probe is None and self.records(call, st) and "cond" in rows:
-            self._record(call, st, sub, rows["cond"], target, offset)
+        if recording:
+            self._record(call, st, sub, rows["cond"], target, offset, pad)
         return out
 
-    def _measure(self, call, st, sub, where, offset):
+    def _measure(self, call, st, sub, where, offset, pad):
         """Auto γ: mass of the text queries (UNet self-attention, which has none: the image queries) on the source
         and on the target image keys, added to the probe's sums (mean over layers = sum, for the ratio)."""
         queries = call.txt if call.kind == "joint" and call.txt is not None else call.img
-        src, tgt = source_target_mass(sub.q[where][:, :, queries], sub.k[where], offset, call.img)
+        src, tgt = source_target_mass(sub.q[where][:, :, queries], sub.k[where], offset, call.img,
+                                      None if pad is None else pad[where])
         st.probe["mass"][0] += src
         st.probe["mass"][1] += tgt
 
@@ -196,7 +203,7 @@ class AddItAttention:
                              "inside the extended-attention window or set gamma by hand.")
         return tgt / src
 
-    def _record(self, call, st, sub, cond_rows, target, offset):
+    def _record(self, call, st, sub, cond_rows, target, offset, pad):
         """Mean attention mass of the cond rows' image queries on the subject tokens, on the latent grid."""
         period = call.txt.stop - call.txt.start
         own = self.own_text_len or period
@@ -218,7 +225,7 @@ class AddItAttention:
                 weights[txt0 + c] = 1.0 / len(pos)
         where = [target.index(r) for r in cond_rows]
         q_img = sub.q[where][:, :, call.img]
-        mass = key_mass(q_img, sub.k[where], weights).mean(1)          # (n, L_img)
+        mass = key_mass(q_img, sub.k[where], weights, None if pad is None else pad[where]).mean(1)   # (n, L_img)
         gh, gw = call.grid
         m = mass.float().reshape(len(where), 1, gh, gw)
         if (gh, gw) != self.map_grid:

@@ -6,20 +6,23 @@ activation patching (Staniszewski et al., 2025: only the context stream's K/V ar
 routed prompt runs in lockstep at every step inside the window, as extra rows of the main forward
 (samplers/routing.py, through samplers/trajectory.add_batched_side); this effect records its text K/V at the
 chosen blocks and attends the routed rows' queries to their own keys with the text part replaced by the routed
-prompt's, in the call's own token order. Image K/V and every query stay the model's own.
+prompt's, in the call's own token order. Image K/V and every query stay the model's own. Padding masks the model
+passes travel with their keys: the routed text keys bring the side rows' mask, the rest keep the routed rows' own.
 """
 import torch
 
 from .core import router
 
 ROUTE_KEY = router.ROUTE_ROLE
+WHO = "Sleight · Route prompt"
 
 
 class TextKVRun:
     """Routing's state for one sampling run."""
 
     def __init__(self):
-        self.cache = {}          # block -> (sigma, k_txt, v_txt) recorded from the routed side rows
+        self.cache = {}          # block -> (sigma, k_txt, v_txt, padding bias of the text keys or None) of the
+                                 # routed side rows
         self.expected = False    # the side rows run at this step
         self.missed = False      # routed rows came before the side rows' data (a batch split): redo them
 
@@ -45,7 +48,9 @@ class TextKVSwap:
         rows, st = call.rows, self.state(call.run)
         if ROUTE_KEY in rows:           # side rows: remember the routed prompt's text keys and values
             idx = rows[ROUTE_KEY]
-            st.cache[call.block] = (call.sigma, call.k[idx][:, :, call.txt], call.v[idx][:, :, call.txt])
+            pad = call.key_padding(WHO)
+            st.cache[call.block] = (call.sigma, call.k[idx][:, :, call.txt], call.v[idx][:, :, call.txt],
+                                    None if pad is None else pad[idx][..., call.txt])
         routed = [r for role in self.roles for r in rows.get(role, [])]
         if not routed:
             return attend(call)
@@ -53,10 +58,7 @@ class TextKVSwap:
         if entry is None or entry[0] != call.sigma:   # no side rows at this step (outside the window), or not yet
             st.missed = st.missed or st.expected
             return attend(call)
-        _, k_txt, v_txt = entry
-        if call.mask is not None:
-            raise ValueError("Sleight · Route prompt: this model passes an attention mask in joint attention; "
-                             "routing its text keys is not supported on it yet.")
+        _, k_txt, v_txt, pad_txt = entry
         out = torch.empty_like(call.q)
         keep = [r for r in range(call.q.shape[0]) if r not in set(routed)]
         if keep:
@@ -65,10 +67,17 @@ class TextKVSwap:
         src = torch.tensor([i % per for i in range(len(routed))], device=k_txt.device)
         k = _swap_text(call.k[routed], k_txt[src].to(call.k), call.txt)
         v = _swap_text(call.v[routed], v_txt[src].to(call.v), call.txt)
-        out[routed] = attend(call.subset(routed, k=k, v=v))
+        pad = call.key_padding(WHO)                # padding masks travel with their keys
+        mask = None
+        if pad is not None or pad_txt is not None:
+            own = pad[routed] if pad is not None else call.q.new_zeros(len(routed), 1, 1, call.k.shape[2])
+            routed_pad = pad_txt[src] if pad_txt is not None else own.new_zeros(len(routed), 1, 1, k_txt.shape[2])
+            mask = _swap_text(own, routed_pad.to(own), call.txt, dim=3)
+        out[routed] = attend(call.subset(routed, k=k, v=v, mask=mask))
         return out
 
 
-def _swap_text(t, routed, txt: slice):
-    """The key (or value) sequence with its text part replaced by the routed prompt's (any length)."""
-    return torch.cat([t[:, :, :txt.start], routed, t[:, :, txt.stop:]], dim=2)
+def _swap_text(t, routed, txt: slice, dim: int = 2):
+    """The key (or value, or key mask) sequence along `dim` with its text part replaced by the routed prompt's
+    (any length)."""
+    return torch.cat([t.narrow(dim, 0, txt.start), routed, t.narrow(dim, txt.stop, t.shape[dim] - txt.stop)], dim)
