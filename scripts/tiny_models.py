@@ -143,6 +143,19 @@ CHROMA = {"image_model": "chroma", "axes_dim": [16, 56, 56], "num_heads": 2, "ml
 # Qwen2.5-VL width 3584; detection reads only image_model, in_channels, num_layers).
 QWEN_IMAGE = {"image_model": "qwen_image", "in_channels": 64, "num_layers": 3, "num_attention_heads": 2,
               "attention_head_dim": 128, "joint_attention_dim": 64}
+# Z-Image at 2 heads x 128 (its head width: RoPE axes 32/48/48), 2 refiner blocks of each kind and 3 joint layers,
+# text from the tiny Qwen3 (64 wide = cap_feat_dim). 0.3.75 takes a file for Z-Image only at width 3840 (30 heads);
+# narrower files detect as original Lumina 2 with its defaults, hence the recipe's config (class ZImage).
+ZIMAGE = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": 64, "n_layers": 3,
+          "n_refiner_layers": 2, "qk_norm": True, "n_heads": 2, "n_kv_heads": 2, "axes_dims": [32, 48, 48],
+          "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+          "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}
+# Original Lumina 2's layout at 192 wide: heads of 96 (RoPE axes 32/32/32), grouped K/V heads (2 query heads per K/V
+# head; the real one 24 / 8), no pad tokens, Lumina's modulation. Its Gemma-2 tokenizer ships only inside the Gemma
+# file, so the tiny Qwen3 gives conditioning of its shape (64 wide = cap_feat_dim).
+LUMINA2 = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 192, "cap_feat_dim": 64, "n_layers": 2,
+           "n_refiner_layers": 2, "qk_norm": True, "n_heads": 2, "n_kv_heads": 1, "axes_dims": [32, 32, 32],
+           "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0}
 
 
 MODELS: dict[str, TinyModel] = {m.name: m for m in [
@@ -161,6 +174,8 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
     _dit("flux2", FLUX2, "Flux2", "Flux2", 128, FLUX2_VAE, text_encoder="qwen3"),
     _dit("chroma", CHROMA, "Chroma", "Chroma", 16, TAEF1, clip_type="sd3"),
     _dit("qwen_image", QWEN_IMAGE, "QwenImage", "QwenImage", 16, TAEW21, text_encoder="qwen25"),
+    _dit("zimage", ZIMAGE, "ZImage", "Lumina2", 16, TAEF1, text_encoder="qwen3"),
+    _dit("lumina2", LUMINA2, "Lumina2", "Lumina2", 16, TAEF1, text_encoder="qwen3"),
 ]}
 
 
