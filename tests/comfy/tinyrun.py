@@ -10,7 +10,7 @@ ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
 WITH_SD35 = ALL_SIX + ["sd35"]
 # the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family
 FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev", "flux2": "flux2", "chroma": "chroma",
-                 "qwen_image": "qwen_image", "lumina2": "zimage"}
+                 "qwen_image": "qwen_image", "lumina2": "zimage", "hidream": "hidream"}
 
 
 @functools.lru_cache(maxsize=3)
