@@ -7,8 +7,10 @@ Llama's last layer and that block's own Llama layer (`llama_layers`), projected 
 import pytest
 import torch
 
+import comfy.patcher_extension as pe
 import comfy.sample
 from sleight.attention_patches.core import families, router, tokens
+from sleight.nodes.prompt import SleightRareToFrequent
 from test_families import A, B
 from tinyrun import Probe, encode, latent_for, load
 
@@ -85,3 +87,25 @@ def test_hidream_e1s_edit_input_is_refused_by_name():
     edit = [[emb, {**extra, "concat_latent_image": latent_for(model)}]]
     with pytest.raises(ValueError, match="HiDream-E1"):
         one_step(m, edit)
+
+
+def test_rare_to_frequent_interpolates_t5_pooled_and_the_llama_layers():
+    """R2F's interpolation (HiDream-I1 Dev / Fast are few-step) reaches every text input: T5, the pooled CLIPs and
+    the Llama layers, which travel outside the embedding."""
+    model, clip, _ = load("hidream")
+    rare, freq = encode(clip, A), encode(clip, B)
+    m = SleightRareToFrequent.execute(model, rare, freq, 1, "interpolate", -1.0, "auto", "0.3").result[0]
+    seen = []
+
+    def spy(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        seen.append((c_crossattn, kwargs["y"], kwargs["encoder_hidden_states_llama3"]))
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test.spy", spy)
+    one_step(m, rare)
+    (t5, pooled, llama), = seen
+    torch.testing.assert_close(t5, 0.3 * freq[0][0] + 0.7 * rare[0][0])
+    torch.testing.assert_close(pooled, 0.3 * freq[0][1]["pooled_output"] + 0.7 * rare[0][1]["pooled_output"])
+    want = 0.3 * freq[0][1]["conditioning_llama3"] + 0.7 * rare[0][1]["conditioning_llama3"]
+    torch.testing.assert_close(llama, want)
+    assert not torch.allclose(llama, rare[0][1]["conditioning_llama3"])
