@@ -5,7 +5,9 @@ active layer:
 - source row: normal attention; its image-token K/V are kept for this step (per-run state, cleared every step);
 - target rows (cond and uncond): queries attend to [K_src_img ; γ·K_tgt] with values [V_src_img ; V_tgt]
   (official `extend_type="pixels"`: γ scales the target's own keys, text and image, i.e. its logits; one SDPA
-  over the concatenated keys, no L×L matrix; per group of heads when the concatenation would cost memory).
+  over the concatenated keys, no L×L matrix; per group of heads when the concatenation would cost memory). A
+  padding mask the model passes goes with the target's keys (the source's image keys are never padding); a mask
+  that is more than padding is refused.
 At the recording steps the attention mass of the target's image queries on the subject's text tokens is taken
 as one more SDPA whose values are the subject-token indicator (zero-padded to the head width, so that the fused
 kernels run: no attention matrix), in the
@@ -19,6 +21,7 @@ from scipy.optimize import brentq
 from .core import headsplit, masks, router, schedule
 
 TARGET_ROLES = ("cond", "uncond")
+WHO = "Sleight · Add-it"
 
 
 def extended_attention(attend, q, k_src, v_src, k_tgt, v_tgt, gamma: float):
@@ -39,26 +42,28 @@ def reference(q, k_src, v_src, k_tgt, v_tgt, gamma: float):
     return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ v
 
 
-def key_mass(q, k, key_weights):
+def key_mass(q, k, key_weights, padding=None):
     """Σ_j softmax(q·kᵀ/√d)_ij · w_j for every query: attention mass on weighted keys, via SDPA with the weights
-    as the values (no attention matrix is kept). Weights (Lk,) → (B, H, Lq); (Lk, C) → (B, H, Lq, C)."""
+    as the values (no attention matrix is kept). Weights (Lk,) → (B, H, Lq); (Lk, C) → (B, H, Lq, C).
+    `padding`: the model's key-padding bias (B, 1, 1, Lk), so padded keys get no mass, as in its own attention."""
     cols = key_weights.reshape(key_weights.shape[0], -1)
     c = cols.shape[1]
     # values as wide as the keys' heads: SDPA's fused kernels need it (1-wide values fall back to the full matrix)
     w = torch.zeros(cols.shape[0], max(c, q.shape[-1]), dtype=q.dtype, device=q.device)
     w[:, :c] = cols
-    out = F.scaled_dot_product_attention(q, k.to(q), w[None, None].expand(q.shape[0], q.shape[1], -1, -1))
+    out = F.scaled_dot_product_attention(q, k.to(q), w[None, None].expand(q.shape[0], q.shape[1], -1, -1),
+                                         attn_mask=None if padding is None else padding.to(q))
     return out[..., 0] if key_weights.ndim == 1 else out[..., :c]
 
 
-def source_target_mass(q, k_ext, n_src: int, tgt_img: slice):
+def source_target_mass(q, k_ext, n_src: int, tgt_img: slice, padding=None):
     """(mass on the source image keys, mass on the target image keys) of the queries `q` over the extended keys
     [K_src_img (n_src) ; γ·K_tgt], summed over the queries and rows, averaged over the heads (official
     `store_attention_ratios`, ratio_source 'text'); `tgt_img` is the image slice within the target's keys."""
     w = torch.zeros(k_ext.shape[2], 2)
     w[:n_src, 0] = 1.0
     w[n_src + tgt_img.start:n_src + tgt_img.stop, 1] = 1.0
-    m = key_mass(q, k_ext, w).float().mean(1).sum((0, 1))
+    m = key_mass(q, k_ext, w, padding).float().mean(1).sum((0, 1))
     return float(m[0]), float(m[1])
 
 
@@ -158,9 +163,6 @@ class AddItAttention:
             idx = rows[router.SOURCE_ROLE]
             st.cache[(call.block, call.kind)] = (call.sigma, call.k[idx][:, :, call.img], call.v[idx][:, :, call.img])
             return attend(call)
-        if call.mask is not None:
-            raise ValueError("Sleight · Add-it: this model passes an attention mask to its attention; extended "
-                             "attention is not supported on it.")
         entry = st.cache.get((call.block, call.kind))
         from_source = entry is not None and entry[0] == call.sigma and self.active(call)
         # edit models (Qwen-Image-Edit, Flux Kontext / Flux.2): the reference image in the call is the source
@@ -171,19 +173,26 @@ class AddItAttention:
         if keep:
             out[keep] = attend(call.subset(keep))
         sub = call.subset(target)
+        extended = from_source or from_refs
+        record = st.probe is None and self.records(call, st) and "cond" in rows
+        # the model's padding mask, carried through the key concatenation (source image keys are never padding)
+        pad = call.key_padding(WHO) if (extended or record) else None
+        pad = None if pad is None else router.take_rows(pad, target)
         if from_refs:                            # the reference tokens' own queries attend plainly
             refs = call.refs
             ref_out = attend(sub.replace(q=sub.q[:, :, refs]))
             k_src, v_src = sub.k[:, :, refs], sub.v[:, :, refs]
             sub = sub.replace(q=sub.q[:, :, :refs.start], k=sub.k[:, :, :refs.start], v=sub.v[:, :, :refs.start])
+            pad = None if pad is None else pad[..., :refs.start]
         else:
             k_src, v_src = entry[1:] if from_source else (None, None)
-        extended = from_source or from_refs
         offset = k_src.shape[2] if extended else 0
+        if extended and pad is not None:
+            pad = torch.cat([pad.new_zeros(*pad.shape[:3], offset), pad], dim=-1)
         gamma = st.gamma if st.probe is None else st.probe["gamma"]
         measure = extended and st.probe is not None and (call.block, call.kind) in self.ratio_layers and "cond" in rows
-        record = st.probe is None and self.records(call, st) and "cond" in rows
         where = [target.index(r) for r in rows["cond"]] if measure or record else []
+        pad_where = None if pad is None or not where else pad[where]
         weights = self._subject_weights(call, offset + sub.k.shape[2], offset) if record else None
         queries = call.txt if call.kind == "joint" and call.txt is not None else call.img
         heads, sums = call.q.shape[1], {"src": 0.0, "tgt": 0.0, "mass": 0.0}
@@ -193,7 +202,7 @@ class AddItAttention:
 
             def attend_qkv(q, k, v):
                 seen["k"] = k
-                return attend(part.replace(q=q, k=k, v=v))
+                return attend(part.replace(q=q, k=k, v=v, mask=pad))
 
             if extended:
                 o = extended_attention(attend_qkv, part.q, k_src[:, hs], v_src[:, hs], part.k, part.v, gamma)
@@ -201,12 +210,13 @@ class AddItAttention:
                 o = attend(part)
             share = part.q.shape[1] / heads          # a group's mean over its heads, weighted into the mean over all
             if measure:   # auto γ: text queries (UNet self-attention has none: image queries) on source / target
-                src, tgt = source_target_mass(part.q[where][:, :, queries], seen["k"][where], offset, call.img)
+                src, tgt = source_target_mass(part.q[where][:, :, queries], seen["k"][where], offset, call.img,
+                                              pad_where)
                 sums["src"] += src * share
                 sums["tgt"] += tgt * share
             if record:
                 q_img = part.q[where][:, :, call.img]
-                sums["mass"] = sums["mass"] + key_mass(q_img, seen["k"][where], weights).mean(1) * share
+                sums["mass"] = sums["mass"] + key_mass(q_img, seen["k"][where], weights, pad_where).mean(1) * share
             return o
 
         temp = (headsplit.nbytes(sub.k) + headsplit.nbytes(sub.v)) * (offset + sub.k.shape[2]) // sub.k.shape[2]
@@ -216,7 +226,7 @@ class AddItAttention:
             st.probe["mass"][1] += sums["tgt"]
         if record:
             self._store_map(call, st, sums["mass"])
-        if out is None and not from_refs:
+        if out is None and not from_refs and target == sorted(target):   # the rows already in the batch's order
             return result
         if out is None:
             out = headsplit.output(*call.q.shape[:3], call.v.shape[-1], call.q)

@@ -35,16 +35,24 @@ def fit_lengths(a: torch.Tensor, b: torch.Tensor, how: str):
 
 
 def lerp_entry(freq, rare, alpha: float, how: str):
-    """One conditioning entry e = α·e_freq + (1−α)·e_rare on the text embedding and the pooled output.
+    """One conditioning entry e = α·e_freq + (1−α)·e_rare on the text embedding, the pooled output and the other
+    per-token text states both entries carry (floating (…, L, D) tensors, e.g. HiDream's Llama layers
+    `conditioning_llama3`, matched in length like the embedding).
 
     The other settings come from the rare entry. α = 0 / 1 give the rare / frequent tensors bit for bit when the
     lengths already match.
     """
     f, r = fit_lengths(freq[0], rare[0], how)
     out = dict(rare[1])
-    fp, rp = freq[1].get("pooled_output"), rare[1].get("pooled_output")
-    if fp is not None and rp is not None:
-        out["pooled_output"] = alpha * fp + (1.0 - alpha) * rp
+    for key, rv in rare[1].items():
+        fv = freq[1].get(key)
+        if not (torch.is_tensor(fv) and torch.is_tensor(rv) and fv.is_floating_point() and rv.is_floating_point()):
+            continue
+        if key == "pooled_output":
+            out[key] = alpha * fv + (1.0 - alpha) * rv
+        elif fv.ndim >= 3 and fv.shape[:-2] == rv.shape[:-2] and fv.shape[-1] == rv.shape[-1]:
+            a, b = fit_lengths(fv.flatten(0, -3), rv.flatten(0, -3), how)
+            out[key] = (alpha * a + (1.0 - alpha) * b).reshape(*rv.shape[:-2], *a.shape[-2:])
     return [alpha * f + (1.0 - alpha) * r, out]
 
 

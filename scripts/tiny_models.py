@@ -143,6 +143,28 @@ CHROMA = {"image_model": "chroma", "axes_dim": [16, 56, 56], "num_heads": 2, "ml
 # Qwen2.5-VL width 3584; detection reads only image_model, in_channels, num_layers).
 QWEN_IMAGE = {"image_model": "qwen_image", "in_channels": 64, "num_layers": 3, "num_attention_heads": 2,
               "attention_head_dim": 128, "joint_attention_dim": 64}
+# Z-Image at 2 heads x 128 (its head width: RoPE axes 32/48/48), 2 refiner blocks of each kind and 3 joint layers,
+# text from the tiny Qwen3 (64 wide = cap_feat_dim). 0.3.75 takes a file for Z-Image only at width 3840 (30 heads);
+# narrower files detect as original Lumina 2 with its defaults, hence the recipe's config (class ZImage).
+ZIMAGE = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": 64, "n_layers": 3,
+          "n_refiner_layers": 2, "qk_norm": True, "n_heads": 2, "n_kv_heads": 2, "axes_dims": [32, 48, 48],
+          "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+          "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}
+# Original Lumina 2's layout at 192 wide: heads of 96 (RoPE axes 32/32/32), grouped K/V heads (2 query heads per K/V
+# head; the real one 24 / 8), no pad tokens, Lumina's modulation. Its Gemma-2 tokenizer ships only inside the Gemma
+# file, so the tiny Qwen3 gives conditioning of its shape (64 wide = cap_feat_dim).
+LUMINA2 = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 192, "cap_feat_dim": 64, "n_layers": 2,
+           "n_refiner_layers": 2, "qk_norm": True, "n_heads": 2, "n_kv_heads": 1, "axes_dims": [32, 32, 32],
+           "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0}
+# HiDream-I1 at 2 heads x 128 with 2 double + 2 single blocks and the real MoE (4 experts, 2 active); ComfyUI's
+# detection fixes the whole 17 B layout. Text from ComfyUI's HiDream encoder classes, shrunk (TEXT_ENCODERS["hidream"]):
+# T5 and every Llama-3.1 layer's hidden states, 64 wide and 32 tokens each (the real: 4096 wide, 128 and 128+), and
+# the pooled CLIP-L + G (64 + 64; the real 768 + 1280). llama_layers picks one Llama layer per block, as the real
+# [0..31, 31 x 16] does for 48 blocks.
+HIDREAM = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 2,
+           "num_single_layers": 2, "attention_head_dim": 128, "num_attention_heads": 2, "caption_channels": [64, 64],
+           "text_emb_dim": 128, "num_routed_experts": 4, "num_activated_experts": 2, "axes_dims_rope": [64, 32, 32],
+           "max_resolution": [128, 128], "llama_layers": [0, 1, 2, 2]}
 
 
 MODELS: dict[str, TinyModel] = {m.name: m for m in [
@@ -161,6 +183,9 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
     _dit("flux2", FLUX2, "Flux2", "Flux2", 128, FLUX2_VAE, text_encoder="qwen3"),
     _dit("chroma", CHROMA, "Chroma", "Chroma", 16, TAEF1, clip_type="sd3"),
     _dit("qwen_image", QWEN_IMAGE, "QwenImage", "QwenImage", 16, TAEW21, text_encoder="qwen25"),
+    _dit("zimage", ZIMAGE, "ZImage", "Lumina2", 16, TAEF1, text_encoder="qwen3"),
+    _dit("lumina2", LUMINA2, "Lumina2", "Lumina2", 16, TAEF1, text_encoder="qwen3"),
+    _dit("hidream", HIDREAM, "HiDream", "HiDream", 16, TAEF1, text_encoder="hidream"),
 ]}
 
 
@@ -483,6 +508,7 @@ def load_with_config(path, spec):
 # option, the hook its loaders pass model_options through). Output width = the tiny DiT's text width.
 TINY_LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 2,
             "num_key_value_heads": 1}
+TINY_CLIP = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 2}
 TEXT_ENCODERS = {
     # Z-Image's and Flux.2 Klein's encoder: Qwen3 (layer -2 of the hidden states)
     "qwen3": ("comfy.text_encoders.z_image", "ZImageTokenizer", "ZImageTEModel", {"qwen3_4b_model_config": TINY_LLM}),
@@ -493,6 +519,14 @@ TEXT_ENCODERS = {
     # OmniGen2's: Qwen2.5-VL-3B's text model (it ties its output head to the embeddings: Sleight · R2F plan writes)
     "qwen25_3b": ("comfy.text_encoders.omnigen2", "Omnigen2Tokenizer", "Omnigen2Model",
                   {"qwen25_3b_model_config": TINY_LLM}),
+    # HiDream's four encoders in one (QuadrupleCLIPLoader's HiDream text encoder): CLIP-L and -G pooled, T5 and
+    # every Llama-3.1 layer's hidden states; the diffusion model reads T5 as c_crossattn, the Llama layers as
+    # conditioning_llama3. The tokenizer's own length options cut T5 and the Llama's padding from 128 tokens to 32:
+    # the text is 3 x 128+ tokens in every attention call of the real model, which would make this tiny one 4x slower.
+    "hidream": ("comfy.text_encoders.hidream", "HiDreamTokenizer", "HiDreamTEModel",
+                {"clip_l_model_config": TINY_CLIP, "clip_g_model_config": TINY_CLIP, "llama_model_config": TINY_LLM,
+                 "t5xxl_model_config": {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_heads": 2, "d_kv": 32},
+                 "tokenizer_data": {"t5xxl_min_length": 32, "t5xxl_max_length": 32, "llama_min_length": 32}}),
 }
 
 
@@ -524,12 +558,30 @@ def text_encoder(name):
     module, tokenizer, te, options = TEXT_ENCODERS[name]
     module = importlib.import_module(module)
     options = {k: (_text_only_qwen25() if v == "text_only_qwen25" else v) for k, v in options.items()}
+    tokenizer_data = options.pop("tokenizer_data", {})
     cpu = torch.device("cpu")
-    clip = comfy.sd.CLIP(smb.ClipTarget(getattr(module, tokenizer), getattr(module, te)),
+    clip = comfy.sd.CLIP(smb.ClipTarget(getattr(module, tokenizer), getattr(module, te)), tokenizer_data=tokenizer_data,
                          model_options={**options, "dtype": torch.float32, "load_device": cpu, "offload_device": cpu,
                                         "initial_device": cpu})
     _randomize(clip.cond_stage_model, f"te-{name}")
+    _llama3_tokenizer(clip)
     return clip
+
+
+def _llama3_tokenizer(clip):
+    """transformers >= 5 builds the LlamaTokenizerFast ComfyUI 0.3.75 asks for from the vocabulary alone, with a
+    SentencePiece pre-tokenizer that drops Llama 3's spaces ("a red" -> "ared"); ComfyUI's own tokenizer.json, which
+    transformers 4 loaded as it is, tokenizes correctly. Where the two differ, the tiny encoder takes the file's."""
+    sub = getattr(clip.tokenizer, "llama", None)
+    if sub is None:
+        return
+    import comfy.text_encoders.hunyuan_video
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(comfy.text_encoders.hunyuan_video.__file__).parent / "llama_tokenizer" / "tokenizer.json"
+    own = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    if own("a red")["input_ids"] != sub.tokenizer("a red")["input_ids"]:
+        sub.tokenizer = own
 
 
 def encode(clip, text):

@@ -108,6 +108,12 @@ class AttentionCall:
     def replace(self, **changes) -> "AttentionCall":
         return dataclasses.replace(self, **changes)
 
+    def key_padding(self, who: str) -> Optional[torch.Tensor]:
+        """The model's own mask as an additive bias over the keys, (B, 1, 1, Lk) in the query dtype, or None
+        without one. Only a mask that marks keys (padding: the same for every query and head) has this form;
+        another mask (e.g. a Redux attention bias) is refused, naming the node."""
+        return key_bias(self.mask, self.q.shape[0], self.k.shape[2], self.q.dtype, who)
+
 
 @dataclass
 class Forward:
@@ -170,6 +176,33 @@ def take_rows(t: torch.Tensor, rows) -> torch.Tensor:
     return t[rows]
 
 
+def as_4d_mask(mask):
+    """A mask as ComfyUI's SDPA backend reads it, (B, H, Lq, Lk) with broadcast dims of 1: a 2-D mask (·, Lk)
+    gains a batch dim, a 3-D one (B, Lq, Lk) a head dim (attention_pytorch's rules)."""
+    if mask is None:
+        return None
+    if mask.ndim == 1:
+        return mask.reshape(1, 1, 1, -1)
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    return mask.unsqueeze(1) if mask.ndim == 3 else mask
+
+
+def key_bias(mask, batch: int, k_len: int, dtype, who: str) -> Optional[torch.Tensor]:
+    """See AttentionCall.key_padding."""
+    if mask is None:
+        return None
+    m = as_4d_mask(mask)
+    if m.shape[-1] != k_len or m.shape[0] not in (1, batch) or not torch.equal(m, m[:, :1, :1].expand_as(m)):
+        raise ValueError(f"{who}: this model passes an attention mask that does not only mark padding keys (it "
+                         "differs between queries or heads); remove the node that adds it (e.g. a Redux attention "
+                         "bias) to use this trick.")
+    m = m[:, :1, :1]
+    if m.dtype == torch.bool:
+        m = torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(~m, float("-inf"))
+    return m.to(dtype).expand(batch, 1, 1, k_len)
+
+
 def _heads_of(args, kwargs):
     if len(args) > 3:
         return int(args[3])
@@ -210,7 +243,7 @@ class Router:
         return AttentionCall(q=_to_bhld(q, heads, skip), k=_to_bhld(k, heads, skip), v=_to_bhld(v, heads, skip),
                              heads=heads, kind=where.kind, block=where.block, index=index, img=where.img,
                              txt=where.txt, grid=where.grid, forward=fwd, refs=where.refs,
-                             mask=kwargs.get("mask", args[4] if len(args) > 4 else None))
+                             mask=as_4d_mask(kwargs.get("mask", args[4] if len(args) > 4 else None)))
 
     def __call__(self, func, *args, **kwargs):
         to = kwargs.get("transformer_options")

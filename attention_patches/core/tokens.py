@@ -60,11 +60,11 @@ def subject_positions(clip, prompt: str, subject: str, family, who: str):
     subject = subject.strip()
     if not subject:
         raise ValueError(f"{who}: subject is empty; write the word(s) of the prompt that name the new object.")
-    full = dict(segments(clip.tokenize(prompt), family))
+    full = segments(clip.tokenize(prompt), family)      # a segment may repeat (HiDream's Llama prompt)
     if not full:
         raise ValueError(f"{who}: this CLIP has no tokenizer for {family.label}; load the model's own text encoders.")
     positions, base = [], 0
-    for key, chunks in full.items():
+    for key, chunks in full:
         flat = [t for chunk in chunks for t in chunk]
         for at in _occurrences(prompt, subject):
             end = at + len(subject)
@@ -104,13 +104,13 @@ def prompt_positions(clip, text: str, suffix: str, family, text_len: int, who: s
     token_idx = range(1, EOT(prompt)) + [EOT(full prompt)]), in the text sequence of length `text_len`."""
     full = f"{text}, {suffix}" if suffix.strip() else text
     bare, whole = segments(clip.tokenize(text), family), segments(clip.tokenize(full), family)
-    if family.text_alignment == "end":
-        return _llm_prompt_positions(clip, text, full, whole, family, text_len, who)
     tk = clip.tokenizer
+    if family.text_alignment == "end" or (whole and _end_token(tk, whole[0][0]) is None):
+        return _llm_prompt_positions(clip, text, full, whole, family, text_len, who)
     ends = []
     for key, _ in whole:
         sub = getattr(tk, TOKENIZER_ATTRS.get(key, key), None)
-        ends.append((getattr(sub, "start_token", None), getattr(sub, "end_token", 49407 if key in ("l", "g") else 1)))
+        ends.append((getattr(sub, "start_token", None), _end_token(tk, key)))
     # SD3 may run with CLIP only, T5 only or both: keep the segments whose length is the conditioning's
     lengths = [sum(len(c) for c in chunks) for _, chunks in whole]
     picks = ([0, 1], [0], [1]) if len(whole) == 2 else ([0],)
@@ -129,6 +129,12 @@ def prompt_positions(clip, text: str, suffix: str, family, text_len: int, who: s
     if not tokens:
         raise ValueError(f"{who}: the prompt has no tokens; describe what to paint in the hole (e.g. \"a red hat\").")
     return tuple(sorted(set(tokens)))
+
+
+def _end_token(tokenizer, key):
+    """The end token of one tokenizer output (None: a language model's, which has none)."""
+    sub = getattr(tokenizer, TOKENIZER_ATTRS.get(key, key), None)
+    return getattr(sub, "end_token", 49407 if key in ("l", "g") else 1)
 
 
 def _llm_prompt_positions(clip, text, full, whole, family, text_len, who):

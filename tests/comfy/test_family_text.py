@@ -15,7 +15,11 @@ import tiny_models
 from sleight.attention_patches.core import families, tokens
 from tinyrun import FAMILY_MODELS, encode, latent_for, load
 
-LLM_FAMILIES = [k for k, n in FAMILY_MODELS.items() if tiny_models.MODELS[n].text_encoder is not None]
+ADAPTERS = {f.key: f for f in families.FAMILIES}
+# the families whose text sequence is one causal language model's output (HiDream's c_crossattn is T5, its Llama
+# states travel apart: tests/comfy/test_family_hidream.py checks where its words land)
+LLM_FAMILIES = [k for k, n in FAMILY_MODELS.items()
+                if tiny_models.MODELS[n].text_encoder is not None and len(ADAPTERS[k].text_groups) == 1]
 A, B = "a red circle and a cat on a blue background", "a red circle and a dog on a blue background"
 
 

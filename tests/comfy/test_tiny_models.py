@@ -75,9 +75,11 @@ def test_block_layout(loaded):
     elif not spec.detected:        # the recipe's sizes, not the ones 0.3.75's detection fixes
         cfg = model.model.model_config.unet_config
         assert {k: cfg[k] for k in spec.unet_config} == spec.unet_config
-        n = sum(len(getattr(dm, stack, ())) for stack in ("double_blocks", "single_blocks", "transformer_blocks"))
-        assert n == spec.unet_config.get("depth", 0) + spec.unet_config.get("depth_single_blocks", 0) + \
-            spec.unet_config.get("num_layers", 0)
+        stacks = ("double_blocks", "single_blocks", "transformer_blocks", "layers", "double_stream_blocks",
+                  "single_stream_blocks")
+        n = sum(len(getattr(dm, stack, ())) for stack in stacks)
+        assert n == sum(spec.unet_config.get(k, 0) for k in ("depth", "depth_single_blocks", "num_layers", "n_layers",
+                                                              "num_single_layers"))
     else:
         layout = attention_layout(dm)
         assert layout == EXPECTED_BLOCKS[spec.name]

@@ -13,7 +13,7 @@ ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
 WITH_SD35 = ALL_SIX + ["sd35"]
 # the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family
 FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev", "flux2": "flux2", "chroma": "chroma",
-                 "qwen_image": "qwen_image"}
+                 "qwen_image": "qwen_image", "lumina2": "zimage", "hidream": "hidream"}
 
 
 # Weights the session keeps loaded. The tiny models' text encoders are full size (SDXL's CLIP-G alone is 1.3 GB in

@@ -119,6 +119,19 @@ def test_lerp_ends_are_exact_and_pooled_is_blended():
     assert half[1]["width"] == 64 and "guidance" not in half[1]            # settings come from the rare entry
 
 
+def test_lerp_blends_other_per_token_text_states_and_keeps_masks():
+    """HiDream's Llama layers (B, layers, L, D) travel beside the embedding: matched in length and blended like it;
+    integer masks are settings of the rare entry."""
+    f = [torch.randn(1, 5, 8), {"conditioning_llama3": torch.randn(1, 3, 5, 8), "attention_mask": torch.ones(1, 5)}]
+    r = [torch.randn(1, 7, 8), {"conditioning_llama3": torch.randn(1, 3, 7, 8),
+                                "attention_mask": torch.ones(1, 7, dtype=torch.long)}]
+    half = r2f.lerp_entry(f, r, 0.3, "pad")
+    fl = f[1]["conditioning_llama3"]
+    fl = torch.cat([fl, fl[:, :, -1:].expand(1, 3, 2, 8)], dim=2)          # the shorter padded with its last token
+    torch.testing.assert_close(half[1]["conditioning_llama3"], 0.3 * fl + 0.7 * r[1]["conditioning_llama3"])
+    assert half[1]["attention_mask"] is r[1]["attention_mask"]
+
+
 def test_fit_lengths_repeat_to_lcm_for_cross_attention():
     a, b = torch.randn(1, 77, 4), torch.randn(1, 154, 4)
     ra, rb = r2f.fit_lengths(a, b, "repeat")

@@ -9,11 +9,13 @@ from .base import KINDS, TRICKS, Call, Family, Layer, Preset  # noqa: F401  (the
 from .chroma import Chroma
 from .flux import Flux
 from .flux2 import Flux2
+from .hidream import HiDream
+from .lumina2 import Lumina2
 from .mmdit import MMDiT
 from .qwen_image import QwenImage
 from .unet import UNet
 
-FAMILIES = (UNet, MMDiT, Flux, Flux2, Chroma, QwenImage)
+FAMILIES = (UNet, MMDiT, Flux, Flux2, Chroma, QwenImage, Lumina2, HiDream)
 PRESETS = {p.name: p for family in FAMILIES for p in family.known_presets}   # every paper's text layers
 UNSUPPORTED_HINT = "Sleight supports " + ", ".join(f.models for f in FAMILIES)
 
@@ -66,9 +68,10 @@ def format_layers(model, width: int, height: int) -> str:
     """The table Sleight · Inspect attention layers prints."""
     family = detect(model)
     found = layers(model, width, height, family)
+    col = max([14] + [len(layer.block) + 2 for layer in found])      # Z-Image's "context_refiner.1"
     lines = [f"{family.label} ({family.key}) at {width}x{height}: {len(found)} attention layers",
-             f"{'block':<14}{'kind':<7}{'heads':>6}{'dim':>5}  image tokens"]
+             f"{'block':<{col}}{'kind':<7}{'heads':>6}{'dim':>5}  image tokens"]
     for layer in found:
-        lines.append(f"{layer.block:<14}{layer.kind:<7}{layer.heads:>6}{layer.head_dim:>5}  "
+        lines.append(f"{layer.block:<{col}}{layer.kind:<7}{layer.heads:>6}{layer.head_dim:>5}  "
                      f"{layer.image_tokens} ({layer.grid[0]}x{layer.grid[1]})")
     return "\n".join(lines)
