@@ -219,8 +219,9 @@ class AddItAttention:
         where = [target.index(r) for r in cond_rows]
         q_img = sub.q[where][:, :, call.img]
         mass = key_mass(q_img, sub.k[where], weights).mean(1)          # (n, L_img)
-        gh, gw = call.grid
-        m = mass.float().reshape(len(where), 1, gh, gw)
+        gh, gw = call.grid[-2:]
+        # video: the frames' maps averaged, one map (and one blend mask) for the whole clip
+        m = mass.float().reshape(len(where), 1, -1, gh, gw).mean(2)
         if (gh, gw) != self.map_grid:
             m = F.interpolate(m, size=self.map_grid, mode="bilinear", align_corners=False)
         m = m.cpu()

@@ -163,6 +163,7 @@ def grad_model(model, x, extra_args, objective_scale=1.0):
                          "Sleight · PAIntA (set its end_percent to 0 for RASG alone).")
     base = model.inner_model.inner_model
     family = families.detect(base, WHO)
+    family.require("rasg", WHO)
     recorder = ScoreRecorder(target, family.text_kind, score_factor(family, base.diffusion_model, tuple(x.shape[-2:])))
     if objective_scale == 0.0:
         recorder.objective = lambda: None       # tests: zero objective

@@ -10,7 +10,9 @@ ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
 WITH_SD35 = ALL_SIX + ["sd35"]
 # the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family
 FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev", "flux2": "flux2", "chroma": "chroma",
-                 "qwen_image": "qwen_image"}
+                 "qwen_image": "qwen_image",
+                 "wan": "wan21_t2v"}
+FRAMES = 5                                                  # video models: 5 frames = 2 latent frames
 
 
 @functools.lru_cache(maxsize=3)
@@ -23,13 +25,14 @@ def encode(clip, text):
     return tiny_models.encode(clip, text)
 
 
-def latent_for(model, batch=1, size=64):
-    """An empty latent of a size×size image, as the family's Empty Latent node makes it."""
+def latent_for(model, batch=1, size=64, frames=FRAMES):
+    """An empty latent of a size×size image (or a video of `frames` frames), as the family's Empty Latent node
+    makes it."""
     import comfy.sample
     from sleight.attention_patches.core import families
 
-    h, w = families.detect(model).latent_size(size, size)
-    return comfy.sample.fix_empty_latent_channels(model, torch.zeros([batch, 4, h, w]))
+    size = families.detect(model).latent_size(size, size, frames)
+    return comfy.sample.fix_empty_latent_channels(model, torch.zeros([batch, 4, *size]))
 
 
 def sample(model, positive, negative, cfg=3.0, steps=3, batch=1, size=64, seed=7, callback=None, sampler="euler"):
