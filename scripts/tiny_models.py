@@ -146,13 +146,14 @@ QWEN_IMAGE = {"image_model": "qwen_image", "in_channels": 64, "num_layers": 3, "
 
 
 
-def _wan(model_type="t2v", in_dim=16, out_dim=16):
+def _wan(model_type="t2v", in_dim=16, out_dim=16, text_dim=64):
     """Wan at 2 heads x 128, 2 blocks, a 64-wide text input (the tiny umT5). 0.3.75's detection reads dim (heads =
     dim / 128), ffn_dim, num_layers, in/out dims and model_type; text_dim (4096) is a class default, hence
-    load_with_config."""
-    return {"image_model": "wan2.1", "dim": 256, "out_dim": out_dim, "num_heads": 2, "ffn_dim": 512, "num_layers": 2,
-            "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
-            "cross_attn_norm": True, "eps": 1e-6, "in_dim": in_dim, "model_type": model_type, "text_dim": 64}
+    load_with_config; text_dim None: the default, which ComfyUI's stock loader (UNETLoader) reads as is."""
+    config = {"image_model": "wan2.1", "dim": 256, "out_dim": out_dim, "num_heads": 2, "ffn_dim": 512, "num_layers": 2,
+              "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
+              "cross_attn_norm": True, "eps": 1e-6, "in_dim": in_dim, "model_type": model_type}
+    return config if text_dim is None else {**config, "text_dim": text_dim}
 
 
 MODELS: dict[str, TinyModel] = {m.name: m for m in [
@@ -178,6 +179,9 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
     _dit("wan22_5b", _wan(in_dim=48, out_dim=48), "WAN22_T2V", "WAN22", 48, TAEW22, text_encoder="umt5"),
     _dit("wan22_a14b_high", _wan(), "WAN21_T2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
     _dit("wan22_a14b_low", _wan(), "WAN21_T2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
+    # what a real server loads (demo, server tests): UNETLoader reads it with text_dim 4096, the tiny CLIP-L as
+    # CLIPLoader type "sd3" stands in for umT5-XXL (4096 wide; not Wan's tokenizer)
+    _dit("wan21_t2v_stock", _wan(text_dim=None), "WAN21_T2V", "WAN21", 16, TAEW21, clip_type="sd3", detected=True),
 ]}
 
 
@@ -526,6 +530,9 @@ TEXT_ENCODERS = {
 }
 
 
+CAUSAL_LM = ("qwen3", "qwen25")     # the TEXT_ENCODERS that are causal language models (test_family_text)
+
+
 def _text_only_qwen25():
     """Qwen2.5-VL's text encoder class (comfy.text_encoders.qwen_image.Qwen25_7BVLIModel) on ComfyUI's text-only
     Qwen2.5 transformer: the 7B's vision tower alone is 0.6 B parameters."""
@@ -594,9 +601,16 @@ TINY_CLIP_VISION = {"hidden_act": "quick_gelu", "hidden_size": 32, "image_size":
                     "num_channels": 3, "num_hidden_layers": 2, "patch_size": 16, "projection_dim": 16}
 
 
-def clip_vision(tag="clip_vision"):
+# Wan 2.1 I2V's image tokens: CLIP ViT-H's penultimate hidden states, 257 tokens (224 px, patch 14) x 1280, which
+# the model's img_emb takes at that width; 2 layers of 16 heads keep it small.
+WAN_CLIP_VISION = {**TINY_CLIP_VISION, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 224,
+                   "intermediate_size": 64, "num_attention_heads": 16, "patch_size": 14, "projection_dim": 16}
+
+
+def clip_vision(tag="clip_vision", config=None):
     """A CLIP_VISION (comfy.clip_vision.ClipVisionModel, the class Load CLIP Vision builds) of the real ViT
-    architecture at toy size with seeded random weights: built in memory from a config, never saved."""
+    architecture at toy size with seeded random weights: built in memory from a config (TINY_CLIP_VISION by
+    default), never saved."""
     import json
     import tempfile
 
@@ -604,7 +618,7 @@ def clip_vision(tag="clip_vision"):
     import comfy.clip_vision
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(TINY_CLIP_VISION, f)
+        json.dump(config or TINY_CLIP_VISION, f)
     model = comfy.clip_vision.ClipVisionModel(f.name)
     Path(f.name).unlink()
     _randomize(model.model, tag)

@@ -15,7 +15,7 @@ import tiny_models
 from sleight.attention_patches.core import families, tokens
 from tinyrun import FAMILY_MODELS, encode, latent_for, load
 
-LLM_FAMILIES = [k for k, n in FAMILY_MODELS.items() if tiny_models.MODELS[n].text_encoder is not None]
+LLM_FAMILIES = [k for k, n in FAMILY_MODELS.items() if tiny_models.MODELS[n].text_encoder in tiny_models.CAUSAL_LM]
 A, B = "a red circle and a cat on a blue background", "a red circle and a dog on a blue background"
 
 
