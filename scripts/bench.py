@@ -67,7 +67,7 @@ def designedit_remove(model, clip, size):
     return SleightDesignEditRemove.execute(model, src, mask, 20).result[0]
 
 
-def patched(kind, model, clip, size):
+def patched(kind, model, clip, size, name=None):
     if kind == "keymask":        # DesignEdit key masking in every self-attention layer at every step
         m = model.clone()
         mask = torch.zeros(size // 8, size // 8)
@@ -81,13 +81,16 @@ def patched(kind, model, clip, size):
     if kind == "r2f":
         return SleightRareToFrequent.execute(model, tiny_models.encode(clip, MAIN), tiny_models.encode(clip, OTHER),
                                              3, "alternate", -1.0, "auto", "0.3,0.15,0.15,0.15").result[0]
+    if kind == "route-cross":    # every cross-attention layer of a cross_kv family (Wan), from 8 % of the schedule
+        blocks = [layer.block for layer in families.layers(model, 64, 64) if layer.kind == "cross"]
+        return routing.route(model, tiny_models.encode(clip, OTHER), blocks, schedule.Window(0.08, 1.0))
     if kind == "route-unet":     # the paper's SDXL text layers on the real 70-block layout
         return routing.route(model, tiny_models.encode(clip, OTHER), ["output.2.1", "output.2.2", "output.2.3"],
                              schedule.Window(0.08, 1.0))
     if kind == "addit":          # Add-it with the paper's defaults on a re-noised source (generated-image mode)
         from sleight.nodes.insertion import SleightAddIt
         from sleight.nodes.inversion import SleightSourceTrajectory
-        clean = tiny_models.sample("bench", model, clip, size=size, steps=2, cfg=5.0)
+        clean = tiny_models.sample(name, model, clip, size=size, steps=2, cfg=5.0)
         traj = SleightSourceTrajectory.execute(model, {"samples": clean}, tiny_models.encode(clip, MAIN), 1).result[0]
         patched_model, _ = SleightAddIt.execute(model, clip, traj, MAIN + " and a cat", "cat", 0.0, -1.0, -1.0,
                                                 10 / 30, 20 / 30).result
@@ -185,23 +188,27 @@ def measure_inpaint(name, kind, size, steps, repeats, cfg=5.0):
     return row
 
 
-def timed(model, clip, size, steps, cfg):
+VIDEO_FRAMES = 17    # video models: 17 frames (5 latent frames)
+
+
+def timed(name, model, clip, size, steps, cfg):
     pos, neg = tiny_models.encode(clip, MAIN), tiny_models.encode(clip, "")
     t0 = time.perf_counter()
-    tiny_models.sample("bench", model, clip, size=size, steps=steps, cfg=cfg, positive=pos, negative=neg)
+    tiny_models.sample(name, model, clip, size=size, steps=steps, cfg=cfg, positive=pos, negative=neg,
+                       frames=VIDEO_FRAMES)
     return time.perf_counter() - t0
 
 
 def measure(name, kind, size, steps, repeats, cfg=5.0):
     model, clip, _ = tiny_models.load(name)
     mem = kind.endswith("-mem")  # peak bytes above the resting state instead of seconds
-    other = patched(kind.removesuffix("-mem"), model, clip, size)
-    timed(model, clip, size, 1, cfg), timed(other, clip, size, 1, cfg)      # warm-up
+    other = patched(kind.removesuffix("-mem"), model, clip, size, name)
+    timed(name, model, clip, size, 1, cfg), timed(name, other, clip, size, 1, cfg)      # warm-up
     base, trick = [], []
     for i in range(repeats):     # ABBA order cancels slow drift of the machine
         pair = [(base, model), (trick, other)]
         for times, m in (pair if i % 2 == 0 else pair[::-1]):
-            run = lambda: timed(m, clip, size, steps, cfg)  # noqa: E731
+            run = lambda: timed(name, m, clip, size, steps, cfg)  # noqa: E731
             times.append(peak_bytes(run) if mem else run())
     row = {"model": name, "patch": kind, "size": size, "steps": steps, "repeats": repeats,
            "baseline_s": min(base), "patched_s": min(trick), "ratio": min(trick) / min(base),
@@ -215,7 +222,8 @@ DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", 
                 "r2f:sd15", "r2f:sdxl", "route-unet:sdxl_layout", "route-dit:sd3", "route-dit:flux_dev:4",
                 "painta:sd15_inpaint", "painta:sdxl", "painta-mem:sd15_inpaint", "rasg:sd15_inpaint", "rasg:sdxl",
                 "addit:sd15", "addit-mem:sd15", "addit:flux_dev:4",
-                "keymask:sd15", "keymask:sdxl", "keymask:sd3", "keymask:flux_dev:4", "designedit:sdxl"]
+                "keymask:sd15", "keymask:sdxl", "keymask:sd3", "keymask:flux_dev:4", "designedit:sdxl",
+                "apg:wan21_t2v", "route-cross:wan21_t2v"]
 
 
 def table(rows):

@@ -630,8 +630,9 @@ def default_cfg(name):
 
 
 def sample(name, model, clip, size=64, steps=1, cfg=None, seed=0, prompt="a red circle on a blue background",
-           positive=None, negative=None):
-    """Euler / normal from an empty latent, as KSampler does; returns the latent samples."""
+           positive=None, negative=None, frames=1):
+    """Euler / normal from an empty latent (a video model's: `frames` frames), as KSampler does; returns the latent
+    samples."""
     import torch
     import comfy.sample
 
@@ -639,7 +640,9 @@ def sample(name, model, clip, size=64, steps=1, cfg=None, seed=0, prompt="a red 
     positive = encode(clip, prompt) if positive is None else positive
     negative = encode(clip, "") if negative is None else negative
     side = size // MODELS[name].downscale
-    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, side, side]))
+    video = model.get_model_object("latent_format").latent_dimensions == 3
+    latent = comfy.sample.fix_empty_latent_channels(
+        model, torch.zeros([1, 4, *(((frames - 1) // 4 + 1,) if video else ()), side, side]))
     noise = comfy.sample.prepare_noise(latent, seed)
     return comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
                                denoise=1.0, disable_pbar=True, seed=seed)
