@@ -228,3 +228,16 @@ def test_clip_verifiers_score_video_frame_by_frame(t2v):
     r = cv.encode_image(ref, crop=True)["image_embeds"].double()
     want = torch.nn.functional.cosine_similarity(emb[1], r[None].expand_as(emb[1]), dim=-1).mean(1)
     torch.testing.assert_close(score.double(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_find_text_layers_ranks_the_cross_attention_blocks(t2v):
+    """Sleight · Find text layers on Wan: one candidate per cross-attention block (a one-frame clip, as the node makes
+    an image-sized latent), decoded frames on the sheet."""
+    from sleight.nodes.routing import SleightFindTextLayers
+
+    model, clip, vae, pos, neg = t2v
+    table, spec, sheet = SleightFindTextLayers.execute(model, pos, encode(clip, B), neg, 1, 2, 3.0, "euler", "normal",
+                                                       SIZE, SIZE, "layer", 10, 1, vae=vae).result
+    ranked = [line.split()[1] for line in table.splitlines() if line.strip()[:1].isdigit()]
+    assert sorted(ranked) == ["blocks.0", "blocks.1"] and spec in ranked
+    assert sheet.ndim == 4 and sheet.shape[-1] == 3

@@ -3,7 +3,8 @@
 1/16, every other one as WAN21 with the 16-channel Wan21 latent at 1/8; 4 frames per latent frame after the first).
 
 Block ids: `blocks.i`, the model's own module names: ComfyUI 0.3.75 writes no block id for Wan, so calls are counted
-per forward. Each block runs, in order:
+per forward (newer ComfyUI writes block_type "double" and block_index i, which are used where present). Each block
+runs, in order:
 - `self`: self-attention over the whole token volume, patch (1, 2, 2), tokens in (t, h, w) order (frames outermost);
 - `vision` (I2V models, whose cross-attention is WanI2VCrossAttention): image queries to the CLIP-vision tokens
   (the `clip_fea` projection the model puts before the text in its context; without a clip_vision_output the model
@@ -67,6 +68,8 @@ class Wan(Family):
         n = fwd.counters.get("calls", 0)
         fwd.counters["calls"] = n + 1
         block, j = divmod(n, len(kinds))
+        if to.get("block_type") == "double" and "block_index" in to:
+            block = to["block_index"]
         grid = self.image_grid(fwd.latent_size)
         n_img = math.prod(grid)
         # a reference latent (ref_conv models) puts one frame's tokens first; frames concatenated in time
