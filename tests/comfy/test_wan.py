@@ -16,7 +16,6 @@ import math
 import pytest
 import torch
 
-import comfy.patcher_extension as pe
 import comfy.sample
 import tiny_models
 from comfy_extras.nodes_wan import WanImageToVideo
@@ -24,7 +23,7 @@ from sleight.attention_patches.core import families, router, schedule, tokens
 from sleight.nodes.guidance import SleightAPG
 from sleight.nodes.routing import SleightPromptRoute
 from sleight.samplers import verifiers
-from tinyrun import FRAMES, Probe, encode, latent_for, load
+from tinyrun import FRAMES, Probe, encode, latent_for, load, text_seen_by_model
 
 SIZE = 64
 A, B = "a red circle on a blue background", "a green square on a yellow background"
@@ -107,16 +106,7 @@ def test_the_subject_lands_where_the_encoder_ends_the_prompt(t2v):
     model, clip, _, _, _ = t2v
     family = families.detect(model)
     prompt = "a red circle and a cat"
-    seen = []
-
-    def spy(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        seen.append(c_crossattn)
-        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-
-    m = model.clone()
-    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test.spy", spy)
-    sample(m, encode(clip, prompt), encode(clip, prompt), steps=1, cfg=1.0)
-    text = seen[0][0]
+    text = text_seen_by_model(model, clip, prompt)
     nonzero = text.abs().sum(-1).nonzero().flatten().tolist()
     positions = tokens.subject_positions(clip, prompt, "cat", family, "test")
     assert nonzero == list(range(positions[-1] + 2))          # the prompt's tokens and its end token

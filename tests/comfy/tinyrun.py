@@ -35,6 +35,25 @@ def latent_for(model, batch=1, size=64, frames=FRAMES):
     return comfy.sample.fix_empty_latent_channels(model, torch.zeros([batch, 4, *size]))
 
 
+def text_seen_by_model(model, clip, prompt):
+    """The text sequence (c_crossattn) the diffusion model receives for this prompt, as the positive of one step."""
+    seen = []
+
+    def spy(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        seen.append(c_crossattn)
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    import comfy.patcher_extension as pe
+    import comfy.sample
+
+    m = model.clone()
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test.spy", spy)
+    latent = latent_for(m)
+    comfy.sample.sample(m, comfy.sample.prepare_noise(latent, 0), 1, 1.0, "euler", "normal", encode(clip, prompt),
+                        encode(clip, prompt), latent, disable_pbar=True, seed=0)
+    return seen[0][0]
+
+
 def sample(model, positive, negative, cfg=3.0, steps=3, batch=1, size=64, seed=7, callback=None, sampler="euler"):
     import comfy.sample
 
