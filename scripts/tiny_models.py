@@ -173,11 +173,11 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
     _dit("chroma", CHROMA, "Chroma", "Chroma", 16, TAEF1, clip_type="sd3"),
     _dit("qwen_image", QWEN_IMAGE, "QwenImage", "QwenImage", 16, TAEW21, text_encoder="qwen25"),
     # Wan 2.1 T2V / I2V (16 latent channels + 20 of start image and mask, CLIP-vision tokens), Wan 2.2 TI2V 5B
-    # (48 channels at 1/16), and the two Wan 2.2 A14B experts (each a Wan 2.1-shaped model, other weights)
+    # (48 channels at 1/16), and Wan 2.2 A14B's low-noise expert (a Wan 2.1-shaped model: wan21_t2v stands in for
+    # the high-noise one)
     _dit("wan21_t2v", _wan(), "WAN21_T2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
     _dit("wan21_i2v", _wan("i2v", in_dim=36), "WAN21_I2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
     _dit("wan22_5b", _wan(in_dim=48, out_dim=48), "WAN22_T2V", "WAN22", 48, TAEW22, text_encoder="umt5"),
-    _dit("wan22_a14b_high", _wan(), "WAN21_T2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
     _dit("wan22_a14b_low", _wan(), "WAN21_T2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
     # what a real server loads (demo, server tests): UNETLoader reads it with text_dim 4096, the tiny CLIP-L as
     # CLIPLoader type "sd3" stands in for umT5-XXL (4096 wide; not Wan's tokenizer)

@@ -72,10 +72,11 @@ def test_block_layout(loaded):
         assert len(dm.joint_blocks) == 2
     elif spec.arch == "flux":
         assert (len(dm.double_blocks), len(dm.single_blocks), dm.hidden_size) == (1, 1, 3072)
-    elif not spec.detected:        # the recipe's sizes, not the ones 0.3.75's detection fixes
+    elif not spec.detected or spec.arch not in ("sd15", "sdxl"):   # DiTs: the recipe's sizes
         cfg = model.model.model_config.unet_config
         assert {k: cfg[k] for k in spec.unet_config} == spec.unet_config
-        n = sum(len(getattr(dm, stack, ())) for stack in ("double_blocks", "single_blocks", "transformer_blocks"))
+        n = sum(len(getattr(dm, stack, ())) for stack in ("double_blocks", "single_blocks", "transformer_blocks",
+                                                          "blocks"))
         assert n == spec.unet_config.get("depth", 0) + spec.unet_config.get("depth_single_blocks", 0) + \
             spec.unet_config.get("num_layers", 0)
     else:

@@ -162,7 +162,7 @@ def test_a14b_experts_route_by_schedule_percent_whoever_samples():
     """The A14B pair as ComfyUI's template runs it: the high-noise expert takes the first steps (KSamplerAdvanced,
     leftover noise returned), the low-noise expert the rest. Each expert gets its own routing node with one window;
     a model call routes exactly when its sigma lies in the window, in either expert's run."""
-    (high, clip, _), (low, _, _) = load("wan22_a14b_high"), load("wan22_a14b_low")
+    (high, clip, _), (low, _, _) = load("wan21_t2v"), load("wan22_a14b_low")      # two Wan 2.1-shaped experts
     pos, neg, b = encode(clip, A), encode(clip, ""), encode(clip, B)
     window = schedule.Window(0.2, 0.5)
     steps, split = 6, 3
