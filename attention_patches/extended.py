@@ -272,8 +272,9 @@ class AddItAttention:
 
     def _store_map(self, call, st, mass):
         """Add the cond rows' mean attention mass on the subject tokens (n, L_img) to the maps, on the map grid."""
-        gh, gw = call.grid
-        m = mass.float().reshape(mass.shape[0], 1, gh, gw)
+        gh, gw = call.grid[-2:]
+        # video: the frames' maps averaged, one map (and one blend mask) for the whole clip
+        m = mass.float().reshape(mass.shape[0], 1, -1, gh, gw).mean(2)
         if (gh, gw) != self.map_grid:
             m = F.interpolate(m, size=self.map_grid, mode="bilinear", align_corners=False)
         m = m.cpu()

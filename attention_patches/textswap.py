@@ -11,13 +11,18 @@ taken) that, only
 replaces the context (and value) rows with the routed prompt's embedding. When the batch's context length L and
 the routed length Lr differ, both are repeated to lcm(L, Lr) tokens: repeating every key/value token the same
 number of times leaves softmax attention unchanged, which is how ComfyUI batches prompts of different lengths.
+
+Families whose cross-attention has no attn2 patch (`route_by == "cross_kv"`: Wan) get the same swap one step later,
+in the router: the chosen cross-attention calls attend, in the chosen rows, to the routed prompt's K/V, projected by
+the layer's own weights (the family adapter's `context_kv`: for Wan k = norm_k(W_k·E(c)), v = W_v·E(c), E the text
+embedding). They depend on the prompt alone, so they are made once per run: no extra forward, no side rows.
 """
 import logging
 import math
 
 import torch
 
-from .core import router, runstate, schedule
+from .core import hooks, router, runstate, schedule
 from .core.families import Family
 
 log = logging.getLogger("sleight")
@@ -100,3 +105,75 @@ def install(model, emb, blocks, window, roles, family: Family, who: str = "Sleig
     router.install(model, who=who)          # no effect: only the per-call Forward (rows, sigma) is needed
     model.set_model_attn2_patch(make_patch(ContextRoute(emb, blocks, window, roles, family)))
     return model
+
+
+class CrossKVRoute:
+    """Router effect of prompt routing on `cross_kv` families: the routed prompt's K/V in chosen cross-attention
+    calls (configuration only; the K/V of a run live in its RunState)."""
+
+    order = 10   # first: later effects see the routed keys
+
+    def __init__(self, emb: torch.Tensor, blocks, window: schedule.Window, roles, family: Family, dm):
+        self.emb = emb.detach()
+        self.blocks = frozenset(blocks)
+        self.window = window
+        self.roles = tuple(roles)
+        self.family = family
+        self.dm = dm               # the diffusion model whose layers project the routed prompt
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def skip(self, run) -> dict:
+        """This run's flags: {"same": the routed prompt is the one its rows already use (set when the run starts)}."""
+        return run.slot(self, dict)
+
+    def applies(self, call):
+        if call.kind != "cross" or call.block not in self.blocks or self.skip(call.run).get("same"):
+            return False
+        if not self.window.contains(call.forward.model_sampling, call.sigma):
+            return False
+        rows = call.rows
+        return any(role in rows for role in self.roles)
+
+    def routed_kv(self, call):
+        """{block: (k, v)} of the routed prompt as (B_r, H, L_r, D), made once per run, device and dtype."""
+        def make():
+            ctx = self.emb.to(device=call.k.device, dtype=call.k.dtype)
+            kv = self.family.context_kv(self.dm, sorted(self.blocks), ctx)
+            heads = call.heads
+            return {b: tuple(t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2).to(call.k.dtype)
+                             for t in pair) for b, pair in kv.items()}
+
+        return call.run.memo(self, (str(call.k.device), call.k.dtype), make)
+
+    def run(self, call, attend):
+        k_r, v_r = self.routed_kv(call)[call.block]
+        rows = [r for role in self.roles for r in call.rows.get(role, [])]
+        per = max(call.forward.per_chunk, 1)
+        src = [(r % per) % k_r.shape[0] for r in rows]     # a batched routed prompt: entry i to row i of a chunk
+        if k_r.shape[2] == call.k.shape[2]:
+            k, v = call.k.clone(), call.v.clone()
+            k[rows], v[rows] = k_r[src], v_r[src]
+            return attend(call.replace(k=k, v=v))
+        out = torch.empty_like(call.q)                       # another text length: the routed rows on their own
+        keep = [r for r in range(call.q.shape[0]) if r not in set(rows)]
+        if keep:
+            out[keep] = attend(call.subset(keep))
+        out[rows] = attend(call.subset(rows, k=k_r[src], v=v_r[src]))
+        return out
+
+
+def install_cross_kv(model, emb, blocks, window, roles, family: Family, same_prompt, who: str = "Sleight"):
+    """Route `emb` into the cross-attention `blocks` of a clone `model` the caller owns (route_by "cross_kv");
+    `same_prompt(run)` says whether the rows already use it (then nothing is swapped: the baseline exactly)."""
+    dm = model.model.diffusion_model
+    effect = CrossKVRoute(emb, blocks, window, roles, family, dm)
+    dim = family.context_dim(dm)
+    if dim is not None and emb.shape[-1] != dim:
+        raise ValueError(f"{who}: the routed prompt is {emb.shape[-1]}-wide but this model's text input takes {dim}; "
+                         "encode it with this model's text encoder.")
+    router.install(model, effect, who)
+    hooks.on_run(model, f"{router.KEY}.route.{id(effect)}",
+                 start=lambda run: effect.skip(run).update(same=bool(same_prompt(run))))
+    return effect

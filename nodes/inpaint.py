@@ -59,7 +59,7 @@ class SleightPAIntA(SleightNode):
         who = cls.WHO
         if clip is None:
             raise ValueError(f"{who}: connect the model's CLIP.")
-        family = families.require(model, "painta", who)
+        family = families.require(model, "painta" if end_percent > 0 else "rasg", who)
         m = painta.as_mask(mask, who)
         full = f"{text}, {quality_suffix}" if quality_suffix.strip() else text
         conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(full))

@@ -70,8 +70,8 @@ def install(model, source, positions, settings: AddItSettings, own_text_len=None
         if i == b + 1 and i < total:
             mask = _blend_mask(st, settings, latent_hw, x.shape[0], who)
             if mask is not None:
-                mask = mask.to(x)
                 st.mask = mask.cpu()
+                mask = masks.for_latent(mask.to(x), x)
                 src = run.source_at(timestep, x)
                 x.copy_(mask * x + (1 - mask) * src)   # x_tgt = m·x_tgt + (1 − m)·x_src
 

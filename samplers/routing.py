@@ -2,9 +2,10 @@
 chosen attention layers, inside a window of the schedule.
 
 The family adapter says how (`route_by`): "context" families (UNet cross-attention) swap the context of the
-chosen blocks (attention_patches/textswap.py, no extra cost); "text_kv" families (joint-attention DiTs) get the
-routed prompt's text K/V from a side pass of it run in lockstep as extra rows of the main forward
-(attention_patches/textkv.py + trajectory.add_batched_side).
+chosen blocks (attention_patches/textswap.py, no extra cost); "cross_kv" families (Wan) swap the chosen
+cross-attention layers' K/V for the routed prompt's, projected once per run (textswap.CrossKVRoute, no extra
+forward); "text_kv" families (joint-attention DiTs) get the routed prompt's text K/V from a side pass of it run in
+lockstep as extra rows of the main forward (attention_patches/textkv.py + trajectory.add_batched_side).
 """
 import torch
 
@@ -104,5 +105,9 @@ def route(model, conditioning, blocks, window: schedule.Window, rows=("cond",), 
     m = model.clone()
     if family.route_by == "context":
         return textswap.install(m, routed_embedding(conditioning, who), blocks, window, rows, family, who)
+    if family.route_by == "cross_kv":
+        textswap.install_cross_kv(m, routed_embedding(conditioning, who), blocks, window, rows, family,
+                                  lambda run: _same_prompt(conditioning, run.guider, rows), who)
+        return m
     install_text_kv(m, conditioning, blocks, window, rows, who)
     return m

@@ -2,7 +2,11 @@
 
 A verifier sees a batch of candidates as `Candidates`: the final latents and the x0 predictions at an early
 step, both in the latent space the user sees (process_latent_out applied), decoded to images only when a
-verifier asks (decoding is the costly part, done once per batch and shared).
+verifier asks (decoding is the costly part, done once per batch and shared). Video candidates (5-D latents,
+decoded to (B, frames, H, W, 3)) are scored frame by frame in CLIP space and the frames' scores averaged: the
+self-consistency of a clip is the mean over its frames of the early-vs-final cosine of each frame, its reference
+similarity the mean over its frames of each frame's cosine to the reference. In latent space the whole
+(C, T, H, W) latent is one vector, as for images.
 
 - Self-consistency (the paper's self-supervised verifier): cosine similarity between the x0 prediction at an
   early noise level and the final sample, in the latent or in CLIP-vision feature space.
@@ -36,9 +40,21 @@ def cosine_rows(a, b):
 
 
 def clip_embeds(clip_vision, images):
-    """CLIPVisionEncode (crop 'center') image embeddings, (B, D)."""
+    """CLIPVisionEncode (crop 'center') image embeddings: (B, D) for images (B, H, W, 3), (B, F, D) for videos
+    (B, F, H, W, 3), every frame embedded."""
     with torch.no_grad():
+        if images.ndim == 5:
+            b, f = images.shape[:2]
+            return clip_vision.encode_image(images.reshape(b * f, *images.shape[2:]), crop=True)[
+                "image_embeds"].float().reshape(b, f, -1)
         return clip_vision.encode_image(images, crop=True)["image_embeds"].float()
+
+
+def frame_cosine(a, b):
+    """Cosine of matching embeddings (B, D), or of matching frames (B, F, D) averaged over the frames: (B,)."""
+    if a.ndim == 2:
+        return cosine_rows(a, b)
+    return torch.nn.functional.cosine_similarity(a.double(), b.double().to(a.device), dim=-1).mean(1)
 
 
 class SelfConsistencyLatent:
@@ -57,8 +73,8 @@ class SelfConsistencyClip:
         self.clip_vision = clip_vision
 
     def __call__(self, c: Candidates):
-        return cosine_rows(clip_embeds(self.clip_vision, c.images("early")),
-                           clip_embeds(self.clip_vision, c.images("final"))).cpu()
+        return frame_cosine(clip_embeds(self.clip_vision, c.images("early")),
+                            clip_embeds(self.clip_vision, c.images("final"))).cpu()
 
 
 class ReferenceSimilarity:
@@ -72,7 +88,7 @@ class ReferenceSimilarity:
 
     def __call__(self, c: Candidates):
         final = clip_embeds(self.clip_vision, c.images("final"))
-        return cosine_rows(final, self.reference.expand(final.shape[0], -1)).cpu()
+        return frame_cosine(final, self.reference.reshape(1, *[1] * (final.ndim - 2), -1).expand_as(final)).cpu()
 
 
 def ranks01(values):

@@ -82,6 +82,9 @@ def patched(kind, name, model, clip, size):
     if kind == "r2f":
         return SleightRareToFrequent.execute(model, tiny_models.encode(clip, MAIN), tiny_models.encode(clip, OTHER),
                                              3, "alternate", -1.0, "auto", "0.3,0.15,0.15,0.15").result[0]
+    if kind == "route-cross":    # every cross-attention layer of a cross_kv family (Wan), from 8 % of the schedule
+        blocks = [layer.block for layer in families.layers(model, 64, 64) if layer.kind == "cross"]
+        return routing.route(model, tiny_models.encode(clip, OTHER), blocks, schedule.Window(0.08, 1.0))
     if kind == "route-unet":     # the paper's SDXL text layers on the real 70-block layout
         return routing.route(model, tiny_models.encode(clip, OTHER), ["output.2.1", "output.2.2", "output.2.3"],
                              schedule.Window(0.08, 1.0))
@@ -186,10 +189,14 @@ def measure_inpaint(name, kind, size, steps, repeats, cfg=5.0):
     return row
 
 
+VIDEO_FRAMES = 17    # video models: 17 frames (5 latent frames)
+
+
 def timed(name, model, clip, size, steps, cfg):
     pos, neg = tiny_models.encode(clip, MAIN), tiny_models.encode(clip, "")
     t0 = time.perf_counter()
-    tiny_models.sample(name, model, clip, size=size, steps=steps, cfg=cfg, positive=pos, negative=neg)
+    tiny_models.sample(name, model, clip, size=size, steps=steps, cfg=cfg, positive=pos, negative=neg,
+                       frames=VIDEO_FRAMES)
     return time.perf_counter() - t0
 
 
@@ -217,7 +224,8 @@ DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", 
                 "painta:sd15_inpaint", "painta:sdxl", "painta-mem:sd15_inpaint", "rasg:sd15_inpaint", "rasg:sdxl",
                 "addit:sd15", "addit-mem:sd15", "addit:flux_dev:4",
                 "keymask:sd15", "keymask:sdxl", "keymask:sd3", "keymask:flux_dev:4", "designedit:sdxl",
-                "route-dit:flux2", "addit:flux2", "addit-mem:flux2", "keymask:flux2", "painta:flux2"]
+                "route-dit:flux2", "addit:flux2", "addit-mem:flux2", "keymask:flux2", "painta:flux2",
+                "apg:wan21_t2v", "route-cross:wan21_t2v"]
 
 
 def table(rows):

@@ -12,8 +12,8 @@ its checkpoint replaces the real one, a CLIPLoader with its frozen CLIP-L feeds 
 swapped for a shapes-world caption (SHAPES_TEXT), so their pictures are real pictures of the shapes world, at most
 20 steps. The shapes model is SD1.5-shaped and the paper names no text layers for SD1.5, so on it the text-routing
 workflow routes its letter into every layer (SHAPES_INPUTS; still from 0.08 of the schedule, so the picture stays).
-The others (SD3, Flux) run on random-weight tiny models: their images are noise-like and show only that the graphs
-run.
+The others (SD3, Flux, Wan) run on random-weight tiny models: their images are noise-like and show only that the
+graphs run; video latents shrink to MAX_FRAMES frames, each frame saved as an image.
 """
 import copy
 import json
@@ -47,14 +47,20 @@ SUBSTITUTES = {
     "flux2-vae.safetensors": ("flux2", "vae"),
     "qwen_image_edit_2509_fp8_e4m3fn.safetensors": ("qwen_image", "unet"),
     "qwen_image_vae.safetensors": ("qwen_image", "vae"),
+    "wan2.1_t2v_1.3B_fp16.safetensors": ("wan21_t2v_stock", "unet"),
+    "wan_2.1_vae.safetensors": ("wan21_t2v_stock", "vae"),
 }
 # language-model text encoders -> the tiny in-memory encoder standing in for them (tiny_models.TEXT_ENCODERS; the
 # test-only loader in scripts/tiny_nodes builds it: a real CLIPLoader builds these encoders at their fixed full size)
 TEXT_ENCODER_SUBSTITUTES = {"mistral_3_small_flux2_bf16.safetensors": "qwen3", "qwen_3_4b.safetensors": "qwen3",
                             "qwen_2.5_vl_7b_fp8_scaled.safetensors": "qwen25"}
+# umT5-XXL has no tiny twin a server can load (CLIPLoader builds it at its fixed size): the tiny CLIP-L as type "sd3",
+# 4096-wide like umT5, stands in
+T5_STAND_INS = {"umt5_xxl_fp8_e4m3fn_scaled.safetensors", "umt5_xxl_fp16.safetensors"}
 # T5-XXL has no tiny twin: multi-encoder loaders become CLIPLoader(tiny CLIP-L, type "sd3"), 4096-wide like T5
 MULTI_CLIP_LOADERS = {"DualCLIPLoader", "TripleCLIPLoader"}
-EMPTY_LATENTS = {"EmptyLatentImage", "EmptySD3LatentImage", "EmptyFlux2LatentImage"}
+EMPTY_LATENTS = {"EmptyLatentImage", "EmptySD3LatentImage", "EmptyFlux2LatentImage", "EmptyHunyuanLatentVideo"}
+MAX_FRAMES = 5    # video latents: 5 frames (2 latent frames)
 
 
 # Workflows whose pictures the shapes model can draw.
@@ -145,6 +151,8 @@ def _shrink_latent(node):
         scale = MAX_SIDE / max(w, h)
         inputs["width"], inputs["height"] = (max(16, round(v * scale / 16) * 16) for v in (w, h))
         inputs["batch_size"] = 1
+        if "length" in inputs:
+            inputs["length"] = min(inputs["length"], MAX_FRAMES)
 
 
 def tiny_file(model, role):
@@ -158,7 +166,7 @@ def tiny_prompt(prompt):
     prompt, needed = copy.deepcopy(prompt), set()
     for node in prompt.values():
         inputs = node["inputs"]
-        if node["class_type"] in MULTI_CLIP_LOADERS:
+        if node["class_type"] in MULTI_CLIP_LOADERS or inputs.get("clip_name") in T5_STAND_INS:
             node["class_type"], needed = "CLIPLoader", needed | {"flux_dev"}
             node["inputs"] = inputs = {"clip_name": tiny_file("flux_dev", "clip"), "type": "sd3"}
         for key, value in list(inputs.items()):

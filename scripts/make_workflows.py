@@ -461,6 +461,53 @@ def spec_qwen_edit_addit():
                     "reference image's own tokens (no extra source pass): the target attends to [reference ; "
                     "gamma x itself], the structure is transferred from the source and the latents outside the "
                     "cat's attention mask are blended back to it.\nTop: the edit model alone with the same prompt."}
+WAN_REPO = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+WAN_T2V = {"name": "wan2.1_t2v_1.3B_fp16.safetensors", "directory": "diffusion_models",
+           "url": f"{WAN_REPO}/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors"}
+UMT5 = {"name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "directory": "text_encoders",
+        "url": f"{WAN_REPO}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"}
+WAN_VAE = {"name": "wan_2.1_vae.safetensors", "directory": "vae", "url": f"{WAN_REPO}/vae/wan_2.1_vae.safetensors"}
+
+
+def spec_wan_video():
+    """Wan 2.1 T2V 1.3B: plain CFG against APG + a prompt routed into the cross-attention from 40 % of the schedule."""
+    ks = {**KS, "steps": 30, "cfg": 9, "sampler_name": "uni_pc", "scheduler": "simple"}
+    nodes = [
+        ("unet", "UNETLoader", "Load Diffusion Model (Wan 2.1 T2V 1.3B)", {"unet_name": WAN_T2V["name"]}, 0, 1),
+        ("clip", "CLIPLoader", "Load CLIP (umT5-XXL)", {"clip_name": UMT5["name"], "type": "wan"}, 0, 2),
+        ("vae", "VAELoader", "Load VAE (Wan 2.1)", {"vae_name": WAN_VAE["name"]}, 0, 3),
+        ("pos", "CLIPTextEncode", "Positive prompt", {"text": "a red fox trotting through a snowy forest, "
+                                                               "cinematic, detailed fur"}, 1, 0),
+        ("neg", "CLIPTextEncode", "Negative prompt", {"text": "blurry, low quality, static, deformed"}, 1, 1),
+        ("alt", "CLIPTextEncode", "Routed prompt (from 40 % of the schedule)",
+         {"text": "an arctic fox with white fur trotting through a snowy forest, cinematic, detailed fur"}, 1, 2),
+        ("lat", "EmptyHunyuanLatentVideo", "Empty video latent 832×480, 33 frames",
+         {"width": 832, "height": 480, "length": 33, "batch_size": 1}, 1, 3),
+        ("apg", "SleightAPG", "Sleight · APG", {}, 2, 1),
+        ("route", "SleightPromptRoute", "Sleight · Route prompt into layers",
+         {"layers": "custom", "custom_layers": "*", "start_percent": 0.4}, 2, 2),
+        ("k0", "KSampler", "KSampler · baseline (CFG 9)", ks, 3, 0),
+        ("k1", "KSampler", "KSampler · APG + routed prompt", ks, 3, 1),
+        ("d0", "VAEDecode", "VAE Decode · baseline", {}, 4, 0),
+        ("d1", "VAEDecode", "VAE Decode · APG + routing", {}, 4, 1),
+        ("s0", "SaveImage", "Save · baseline (frames)", {"filename_prefix": "sleight-wan-video/baseline"}, 5, 0),
+        ("s1", "SaveImage", "Save · APG + routing (frames)", {"filename_prefix": "sleight-wan-video/apg-routing"}, 5, 1),
+    ]
+    links = [("clip", 0, "pos", "clip"), ("clip", 0, "neg", "clip"), ("clip", 0, "alt", "clip"),
+             ("unet", 0, "k0", "model"), ("unet", 0, "apg", "model"), ("apg", 0, "route", "model"),
+             ("alt", 0, "route", "conditioning"), ("route", 0, "k1", "model"),
+             ("pos", 0, "k0", "positive"), ("neg", 0, "k0", "negative"), ("lat", 0, "k0", "latent_image"),
+             ("pos", 0, "k1", "positive"), ("neg", 0, "k1", "negative"), ("lat", 0, "k1", "latent_image"),
+             ("k0", 0, "d0", "samples"), ("k1", 0, "d1", "samples"), ("vae", 0, "d0", "vae"), ("vae", 0, "d1", "vae"),
+             ("d0", 0, "s0", "images"), ("d1", 0, "s1", "images")]
+    return {"nodes": nodes, "links": links, "models": [WAN_T2V, UMT5, WAN_VAE],
+            "note": "Wan 2.1 text-to-video with two Sleight tricks on the same model.\nSleight · APG (adaptive "
+                    "projected guidance) keeps colours natural at a high CFG; on video its guidance norm spans the "
+                    "whole clip (channels, frames, height, width), as the paper's.\nSleight · Route prompt hands the "
+                    "routed prompt to every cross-attention layer (custom layers *) from 40 % of the schedule: the "
+                    "first steps lay out the clip from the positive prompt, the routed one changes the fox. Route "
+                    "into some blocks only (blocks.0-9, ...; Sleight · Inspect attention layers lists them, Find text "
+                    "layers ranks them).\nEach Save node writes the clip's frames; use Save Animated WEBP for a file."}
 
 
 SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
@@ -469,7 +516,7 @@ SPECS = {"sleight-apg": spec_apg, "sleight-text-routing": spec_text_routing,
          "sleight-addit-real": spec_addit_real, "sleight-designedit-remove": spec_designedit_remove,
          "sleight-designedit-layers": spec_designedit_layers, "sleight-designedit-zoom-out": spec_designedit_zoom_out,
          "sleight-r2f-plan": spec_r2f_plan, "sleight-flux2": spec_flux2,
-         "sleight-qwen-edit-addit": spec_qwen_edit_addit}
+         "sleight-qwen-edit-addit": spec_qwen_edit_addit, "sleight-wan-video": spec_wan_video}
 
 BUILD_JS = r"""(spec) => {
   const g = app.graph; g.clear();

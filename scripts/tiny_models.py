@@ -53,8 +53,7 @@ class TinyModel:
     @property
     def downscale(self) -> int:
         """Image pixels per latent pixel."""
-        return 16 if self.vae == "flux2" else 8
-
+        return 16 if self.vae == "flux2" or (self.vae == "taehv" and self.latent_channels == 48) else 8
 
 def _unet(channel_mult, num_res_blocks, depth, depth_output, middle, xl=False, in_channels=4):
     """A UNet config spelled exactly as comfy.model_detection.detect_unet_config reports it."""
@@ -123,6 +122,7 @@ def _dit(name, config, config_class, model_class, latent, vae, text_encoder=None
 TAEF1 = ("taesd", "sleight-tiny-taef1.safetensors")
 TAEW21 = ("taehv", "sleight-tiny-taew21.safetensors")          # Wan 2.1's latent space (Qwen-Image uses it too)
 FLUX2_VAE = ("flux2", "sleight-tiny-flux2-vae.safetensors")    # the real Flux.2 VAE: ComfyUI fixes its widths
+TAEW22 = ("taehv", "sleight-tiny-taew22.safetensors")          # Wan 2.2 5B's 48-channel latent space (1/16)
 
 
 # Flux.2 dev's layout at 256 wide: 0.3.75 detects 48 heads (6144 wide: 1.7 B parameters per double block); newer
@@ -167,6 +167,17 @@ HIDREAM = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_ch
            "max_resolution": [128, 128], "llama_layers": [0, 1, 2, 2]}
 
 
+
+def _wan(model_type="t2v", in_dim=16, out_dim=16, text_dim=64):
+    """Wan at 2 heads x 128, 2 blocks, a 64-wide text input (the tiny umT5). 0.3.75's detection reads dim (heads =
+    dim / 128), ffn_dim, num_layers, in/out dims and model_type; text_dim (4096) is a class default, hence
+    load_with_config; text_dim None: the default, which ComfyUI's stock loader (UNETLoader) reads as is."""
+    config = {"image_model": "wan2.1", "dim": 256, "out_dim": out_dim, "num_heads": 2, "ffn_dim": 512, "num_layers": 2,
+              "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
+              "cross_attn_norm": True, "eps": 1e-6, "in_dim": in_dim, "model_type": model_type}
+    return config if text_dim is None else {**config, "text_dim": text_dim}
+
+
 MODELS: dict[str, TinyModel] = {m.name: m for m in [
     _ckpt("sd15", "sd15", "sleight-tiny-sd15.safetensors", SD15_MIN, "SD15", "BaseModel"),
     _ckpt("sd15_inpaint", "sd15", "sleight-tiny-sd15-inpaint.safetensors", {**SD15_MIN, "in_channels": 9},
@@ -186,6 +197,16 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
     _dit("zimage", ZIMAGE, "ZImage", "Lumina2", 16, TAEF1, text_encoder="qwen3"),
     _dit("lumina2", LUMINA2, "Lumina2", "Lumina2", 16, TAEF1, text_encoder="qwen3"),
     _dit("hidream", HIDREAM, "HiDream", "HiDream", 16, TAEF1, text_encoder="hidream"),
+    # Wan 2.1 T2V / I2V (16 latent channels + 20 of start image and mask, CLIP-vision tokens), Wan 2.2 TI2V 5B
+    # (48 channels at 1/16), and Wan 2.2 A14B's low-noise expert (a Wan 2.1-shaped model: wan21_t2v stands in for
+    # the high-noise one)
+    _dit("wan21_t2v", _wan(), "WAN21_T2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
+    _dit("wan21_i2v", _wan("i2v", in_dim=36), "WAN21_I2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
+    _dit("wan22_5b", _wan(in_dim=48, out_dim=48), "WAN22_T2V", "WAN22", 48, TAEW22, text_encoder="umt5"),
+    _dit("wan22_a14b_low", _wan(), "WAN21_T2V", "WAN21", 16, TAEW21, text_encoder="umt5"),
+    # what a real server loads (demo, server tests): UNETLoader reads it with text_dim 4096, the tiny CLIP-L as
+    # CLIPLoader type "sd3" stands in for umT5-XXL (4096 wide; not Wan's tokenizer)
+    _dit("wan21_t2v_stock", _wan(text_dim=None), "WAN21_T2V", "WAN21", 16, TAEW21, clip_type="sd3", detected=True),
 ]}
 
 
@@ -232,10 +253,17 @@ def _model_config(spec):
 
 def detected_family(sd) -> str | None:
     """The image_model ComfyUI's own detection reads from a diffusion model's state dict (None: not recognised)."""
+    return detected_config(sd)[0]
+
+
+def detected_config(sd) -> tuple:
+    """(image_model, model config class name) ComfyUI's own detection reads from a diffusion model's state dict."""
     import comfy.model_detection
 
     config = comfy.model_detection.model_config_from_unet(sd, "")
-    return None if config is None else config.unet_config.get("image_model", type(config).__name__)
+    if config is None:
+        return None, None
+    return config.unet_config.get("image_model", type(config).__name__), type(config).__name__
 
 
 def _diffusion_model(spec):
@@ -247,10 +275,11 @@ def _diffusion_model(spec):
     model = config.get_model({}, device=torch.device("cpu"))
     _randomize(model.diffusion_model, spec.name)
     sd = model.diffusion_model.state_dict()
-    if not spec.detected:              # ComfyUI must still recognise the family
-        found = detected_family(sd)
-        if found != spec.unet_config["image_model"]:
-            raise AssertionError(f"{spec.name}: ComfyUI detects {found}, expected {spec.unet_config['image_model']}")
+    if not spec.detected:              # ComfyUI must still recognise the family and the model's config class
+        found = detected_config(sd)
+        if found != (spec.unet_config["image_model"], spec.config_class):
+            raise AssertionError(f"{spec.name}: ComfyUI detects {found}, expected "
+                                 f"{(spec.unet_config['image_model'], spec.config_class)}")
         return model
     detected = comfy.model_detection.detect_unet_config(sd, "")
     if detected != spec.unet_config:  # the saved keys must read back as the config we asked for
@@ -527,7 +556,18 @@ TEXT_ENCODERS = {
                 {"clip_l_model_config": TINY_CLIP, "clip_g_model_config": TINY_CLIP, "llama_model_config": TINY_LLM,
                  "t5xxl_model_config": {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_heads": 2, "d_kv": 32},
                  "tokenizer_data": {"t5xxl_min_length": 32, "t5xxl_max_length": 32, "llama_min_length": 32}}),
+    # Wan's: umT5-XXL's encoder (ComfyUI's T5 class, umT5's per-layer position bias) with Wan's own tokenizer class
+    # (no start token, end token appended, padded to 512). The real umT5 sentencepiece model ships inside the umT5
+    # checkpoint, not with ComfyUI: the tokenizer runs on ComfyUI's bundled Pile-T5 sentencepiece model (a 32k
+    # subword vocabulary, end token 2, pad 0), and the encoder masks what follows that end token as Wan's does.
+    "umt5": ("comfy.text_encoders.wan", "WanT5Tokenizer", "WanT5Model",
+             {"umt5xxl_class": "pile_umt5", "spiece_model": "t5_pile_tokenizer/tokenizer.model",
+              "umt5xxl_model_config": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_heads": 2, "num_layers": 2,
+                                       "vocab_size": 32000}}),
 }
+
+
+CAUSAL_LM = ("qwen3", "qwen25", "qwen25_3b")     # the TEXT_ENCODERS that are causal language models (test_family_text)
 
 
 def _text_only_qwen25():
@@ -546,6 +586,25 @@ def _text_only_qwen25():
     return TextOnlyQwen25
 
 
+def _pile_umt5():
+    """ComfyUI's umT5-XXL encoder class with the end token of the bundled Pile-T5 sentencepiece model."""
+    import comfy.text_encoders.t5
+    import comfy.text_encoders.wan
+    from comfy import sd1_clip
+
+    class PileUMT5(comfy.text_encoders.wan.UMT5XXlModel):
+        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
+            config = str(Path(comfy.text_encoders.wan.__file__).with_name("umt5_config_xxl.json"))
+            sd1_clip.SDClipModel.__init__(self, device=device, layer=layer, layer_idx=layer_idx,
+                                          textmodel_json_config=config, dtype=dtype, special_tokens={"end": 2, "pad": 0},
+                                          model_class=comfy.text_encoders.t5.T5, enable_attention_masks=True,
+                                          zero_out_masked=True, model_options=model_options)
+    return PileUMT5
+
+
+CLASS_OPTIONS = {"text_only_qwen25": _text_only_qwen25, "pile_umt5": _pile_umt5}
+
+
 def text_encoder(name):
     """A CLIP (comfy.sd.CLIP) of TEXT_ENCODERS[name] with seeded random weights."""
     import importlib
@@ -557,8 +616,10 @@ def text_encoder(name):
     bootstrap()
     module, tokenizer, te, options = TEXT_ENCODERS[name]
     module = importlib.import_module(module)
-    options = {k: (_text_only_qwen25() if v == "text_only_qwen25" else v) for k, v in options.items()}
+    options = {k: (CLASS_OPTIONS[v]() if isinstance(v, str) and v in CLASS_OPTIONS else v) for k, v in options.items()}
     tokenizer_data = options.pop("tokenizer_data", {})
+    if "spiece_model" in options:           # a sentencepiece model bundled with ComfyUI, as tokenizer data
+        tokenizer_data["spiece_model"] = (Path(module.__file__).parent / options.pop("spiece_model")).read_bytes()
     cpu = torch.device("cpu")
     clip = comfy.sd.CLIP(smb.ClipTarget(getattr(module, tokenizer), getattr(module, te)), tokenizer_data=tokenizer_data,
                          model_options={**options, "dtype": torch.float32, "load_device": cpu, "offload_device": cpu,
@@ -594,9 +655,16 @@ TINY_CLIP_VISION = {"hidden_act": "quick_gelu", "hidden_size": 32, "image_size":
                     "num_channels": 3, "num_hidden_layers": 2, "patch_size": 16, "projection_dim": 16}
 
 
-def clip_vision(tag="clip_vision"):
+# Wan 2.1 I2V's image tokens: CLIP ViT-H's penultimate hidden states, 257 tokens (224 px, patch 14) x 1280, which
+# the model's img_emb takes at that width; 2 layers of 16 heads keep it small.
+WAN_CLIP_VISION = {**TINY_CLIP_VISION, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 224,
+                   "intermediate_size": 64, "num_attention_heads": 16, "patch_size": 14, "projection_dim": 16}
+
+
+def clip_vision(tag="clip_vision", config=None):
     """A CLIP_VISION (comfy.clip_vision.ClipVisionModel, the class Load CLIP Vision builds) of the real ViT
-    architecture at toy size with seeded random weights: built in memory from a config, never saved."""
+    architecture at toy size with seeded random weights: built in memory from a config (TINY_CLIP_VISION by
+    default), never saved."""
     import json
     import tempfile
 
@@ -604,7 +672,7 @@ def clip_vision(tag="clip_vision"):
     import comfy.clip_vision
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(TINY_CLIP_VISION, f)
+        json.dump(config or TINY_CLIP_VISION, f)
     model = comfy.clip_vision.ClipVisionModel(f.name)
     Path(f.name).unlink()
     _randomize(model.model, tag)
@@ -616,8 +684,9 @@ def default_cfg(name):
 
 
 def sample(name, model, clip, size=64, steps=1, cfg=None, seed=0, prompt="a red circle on a blue background",
-           positive=None, negative=None):
-    """Euler / normal from an empty latent, as KSampler does; returns the latent samples."""
+           positive=None, negative=None, frames=1):
+    """Euler / normal from an empty latent (a video model's: `frames` frames), as KSampler does; returns the latent
+    samples."""
     import torch
     import comfy.sample
 
@@ -625,7 +694,9 @@ def sample(name, model, clip, size=64, steps=1, cfg=None, seed=0, prompt="a red 
     positive = encode(clip, prompt) if positive is None else positive
     negative = encode(clip, "") if negative is None else negative
     side = size // MODELS[name].downscale
-    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 4, side, side]))
+    video = model.get_model_object("latent_format").latent_dimensions == 3
+    latent = comfy.sample.fix_empty_latent_channels(
+        model, torch.zeros([1, 4, *(((frames - 1) // 4 + 1,) if video else ()), side, side]))
     noise = comfy.sample.prepare_noise(latent, seed)
     return comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
                                denoise=1.0, disable_pbar=True, seed=seed)

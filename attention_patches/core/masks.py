@@ -20,7 +20,9 @@ def as_4d(mask) -> torch.Tensor:
 
 def to_grid(mask, size, mode: str = "bilinear") -> torch.Tensor:
     """A mask resized to a grid (h, w): (B, 1, h, w). `bilinear` for soft weights, `area` for coverage,
-    `nearest` for cells."""
+    `nearest` for cells. A video token grid (t, h, w) gets (B, 1, t, h, w): the mask on every frame."""
+    if len(size) == 3:
+        return to_grid(mask, size[-2:], mode).unsqueeze(2).expand(-1, -1, size[0], -1, -1)
     m = as_4d(mask)
     if tuple(m.shape[-2:]) == tuple(size):
         return m
@@ -135,6 +137,12 @@ def user_to_latent(mask, latent_hw, downscale: int, batch: int, who: str):
         raise ValueError(f"{who}: the mask batch ({mask.shape[0]}) must be 1 or the latent batch ({batch}).")
     m = F.interpolate(mask[:, None].float(), size=(h, w), mode="area")
     return m.expand(batch, -1, -1, -1) if m.shape[0] == 1 else m
+
+
+def for_latent(mask, x) -> torch.Tensor:
+    """A (B, 1, h, w) latent-grid mask shaped to broadcast over a latent x: (B, C, h, w), or (B, C, T, h, w) for
+    video (the same mask on every frame)."""
+    return mask.unsqueeze(2) if x.ndim == 5 and mask.ndim == 4 else mask
 
 
 def latent_to_pixel(mask_latent, downscale: int) -> torch.Tensor:

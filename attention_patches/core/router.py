@@ -8,8 +8,8 @@ How it is wired (see ARCHITECTURE.md):
 - An OUTER_SAMPLE wrapper opens the run's `RunState` (runstate.py): the guider, whose conds map each
   conditioning's uuid to a role (positive → "cond", negative → "uncond", any other guider key → that key),
   and the effects' per-run caches.
-- An APPLY_MODEL wrapper makes a `Forward` per model call: latent size, text length, sigma/step, rows by role,
-  the run, and the family adapter's per-forward counters (SD3 sets no block ids).
+- An APPLY_MODEL wrapper makes a `Forward` per model call: latent size ((h, w), or (t, h, w) for video), text
+  length, sigma/step, rows by role, the run, and the family adapter's per-forward counters (SD3 sets no block ids).
 - Each attention call gets a normalised `AttentionCall` (q, k, v as B,H,L,D) whose block, kind and token
   layout the model's family adapter gives (families/). Effects whose `applies(call)` is
   true run as a chain, in ascending `order`; if none applies the call goes to the backend untouched, so a
@@ -22,6 +22,7 @@ additive mask). Documented order: 10 prompt routing (K/V swap), 20 extended atte
 """
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Optional
@@ -51,7 +52,7 @@ class AttentionCall:
     index: int                      # attention call number within this forward
     img: slice                      # image tokens among the query tokens
     txt: Optional[slice]            # text tokens among the key tokens (cross: all; joint: the text part)
-    grid: tuple                     # (h, w) of the image tokens at this layer
+    grid: tuple                     # token grid of the image tokens at this layer: (h, w), or (t, h, w) for video
     forward: "Forward"
     mask: Optional[torch.Tensor] = None   # the model's own additive/bool mask, if any
     bias: Optional[torch.Tensor] = None   # additive logit bias from effects, broadcastable to (B,H,Lq,Lk)
@@ -120,7 +121,7 @@ class Forward:
     """What is known about one model call (one batch through the diffusion model)."""
 
     family: families.Family
-    latent_hw: tuple
+    latent_size: tuple                # the latent after batch and channels: (h, w), or (t, h, w) for video
     txt_len: int
     batch: int
     sigma: float
@@ -157,10 +158,13 @@ class Forward:
     def percent(self) -> float:
         return schedule.sigma_to_percent(self.model_sampling, self.sigma)
 
+    @property
+    def latent_hw(self) -> tuple:
+        return self.latent_size[-2:]
+
     @cached_property
     def image_tokens(self) -> int:
-        gh, gw = self.family.image_grid(self.latent_hw)
-        return gh * gw
+        return math.prod(self.family.image_grid(self.latent_size))
 
     @property
     def per_chunk(self) -> int:
@@ -287,7 +291,7 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
     family = to.get(FAMILY_KEY) or families.detect(base)
     to[KEY] = Forward(
         family=family,
-        latent_hw=tuple(x.shape[-2:]),
+        latent_size=tuple(x.shape[2:]),
         txt_len=family.text_length(c_crossattn, kwargs),
         batch=x.shape[0],
         sigma=schedule.as_float(t),

@@ -29,7 +29,7 @@ from sleight.nodes.routing import SleightPromptRoute
 from sleight.nodes.search import SleightNoiseSearch
 from sleight.nodes.utils import SleightInspectAttention
 from sleight.samplers import rasg
-from tinyrun import FAMILY_MODELS, Probe, encode, latent_for, load
+from tinyrun import FAMILY_MODELS, FRAMES, Probe, encode, latent_for, load
 
 FAMILIES = [f.key for f in families.FAMILIES]
 SIZE, STEPS, CFG, SEED = 64, 3, 3.0, 5
@@ -157,7 +157,7 @@ def test_block_enumeration_is_what_inspect_prints(c):
     router.install(m, probe)
     assert torch.equal(run(m, c.pos, c.neg), c.base), "a router with nothing to do is bit-identical"
     first = probe.forwards()[0]
-    layers = families.layers(c.model, SIZE, SIZE)
+    layers = families.layers(c.model, SIZE, SIZE, frames=FRAMES)
     assert [(call.block, call.kind) for call in first] == [(layer.block, layer.kind) for layer in layers]
     assert all(call.grid == layer.grid and call.img.stop - call.img.start == layer.image_tokens
                for call, layer in zip(first, layers))

@@ -7,36 +7,17 @@ whatever the family does to it (Flux.2 pads it on the left to 512 tokens, Qwen-I
 system prefix), so the adapter's alignment and the token finders are checked against what the model really sees.
 """
 import pytest
-import torch
 
-import comfy.patcher_extension as pe
-import comfy.sample
 import tiny_models
 from sleight.attention_patches.core import families, tokens
-from tinyrun import FAMILY_MODELS, encode, latent_for, load
+from tinyrun import FAMILY_MODELS, encode, load, text_seen_by_model
 
 ADAPTERS = {f.key: f for f in families.FAMILIES}
 # the families whose text sequence is one causal language model's output (HiDream's c_crossattn is T5, its Llama
 # states travel apart: tests/comfy/test_family_hidream.py checks where its words land)
 LLM_FAMILIES = [k for k, n in FAMILY_MODELS.items()
-                if tiny_models.MODELS[n].text_encoder is not None and len(ADAPTERS[k].text_groups) == 1]
+                if tiny_models.MODELS[n].text_encoder in tiny_models.CAUSAL_LM and len(ADAPTERS[k].text_groups) == 1]
 A, B = "a red circle and a cat on a blue background", "a red circle and a dog on a blue background"
-
-
-def text_seen_by_model(model, clip, prompt):
-    """The text sequence (c_crossattn) the diffusion model receives for this prompt, as the positive of one step."""
-    seen = []
-
-    def spy(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        seen.append(c_crossattn)
-        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-
-    m = model.clone()
-    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test.spy", spy)
-    latent = latent_for(m)
-    comfy.sample.sample(m, comfy.sample.prepare_noise(latent, 0), 1, 1.0, "euler", "normal", encode(clip, prompt),
-                        encode(clip, prompt), latent, disable_pbar=True, seed=0)
-    return seen[0][0]
 
 
 def first_difference(a, b):

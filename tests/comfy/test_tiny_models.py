@@ -72,11 +72,11 @@ def test_block_layout(loaded):
         assert len(dm.joint_blocks) == 2
     elif spec.arch == "flux":
         assert (len(dm.double_blocks), len(dm.single_blocks), dm.hidden_size) == (1, 1, 3072)
-    elif not spec.detected:        # the recipe's sizes, not the ones 0.3.75's detection fixes
+    elif not spec.detected or spec.arch not in ("sd15", "sdxl"):   # DiTs: the recipe's sizes
         cfg = model.model.model_config.unet_config
         assert {k: cfg[k] for k in spec.unet_config} == spec.unet_config
         stacks = ("double_blocks", "single_blocks", "transformer_blocks", "layers", "double_stream_blocks",
-                  "single_stream_blocks")
+                  "single_stream_blocks", "blocks")
         n = sum(len(getattr(dm, stack, ())) for stack in stacks)
         assert n == sum(spec.unet_config.get(k, 0) for k in ("depth", "depth_single_blocks", "num_layers", "n_layers",
                                                               "num_single_layers"))

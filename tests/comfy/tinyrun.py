@@ -13,7 +13,8 @@ ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
 WITH_SD35 = ALL_SIX + ["sd35"]
 # the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family
 FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev", "flux2": "flux2", "chroma": "chroma",
-                 "qwen_image": "qwen_image", "lumina2": "zimage", "hidream": "hidream"}
+                 "qwen_image": "qwen_image", "lumina2": "zimage", "hidream": "hidream", "wan": "wan21_t2v"}
+FRAMES = 5                                                  # video models: 5 frames = 2 latent frames
 
 
 # Weights the session keeps loaded. The tiny models' text encoders are full size (SDXL's CLIP-G alone is 1.3 GB in
@@ -63,13 +64,33 @@ def encode(clip, text):
     return tiny_models.encode(clip, text)
 
 
-def latent_for(model, batch=1, size=64):
-    """An empty latent of a size×size image, as the family's Empty Latent node makes it."""
+def latent_for(model, batch=1, size=64, frames=FRAMES):
+    """An empty latent of a size×size image (or a video of `frames` frames), as the family's Empty Latent node
+    makes it."""
     import comfy.sample
     from sleight.attention_patches.core import families
 
-    h, w = families.detect(model).latent_size(size, size)
-    return comfy.sample.fix_empty_latent_channels(model, torch.zeros([batch, 4, h, w]))
+    size = families.detect(model).latent_size(size, size, frames)
+    return comfy.sample.fix_empty_latent_channels(model, torch.zeros([batch, 4, *size]))
+
+
+def text_seen_by_model(model, clip, prompt):
+    """The text sequence (c_crossattn) the diffusion model receives for this prompt, as the positive of one step."""
+    seen = []
+
+    def spy(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        seen.append(c_crossattn)
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    import comfy.patcher_extension as pe
+    import comfy.sample
+
+    m = model.clone()
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test.spy", spy)
+    latent = latent_for(m)
+    comfy.sample.sample(m, comfy.sample.prepare_noise(latent, 0), 1, 1.0, "euler", "normal", encode(clip, prompt),
+                        encode(clip, prompt), latent, disable_pbar=True, seed=0)
+    return seen[0][0]
 
 
 def sample(model, positive, negative, cfg=3.0, steps=3, batch=1, size=64, seed=7, callback=None, sampler="euler"):

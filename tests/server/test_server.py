@@ -68,6 +68,25 @@ def test_tiny_prompt_substitutes_models_sizes_and_steps():
     assert tiny["6"]["inputs"]["ckpt_name"] == "sleight-tiny-sd3.safetensors"
 
 
+def test_tiny_prompt_runs_wan_on_its_stock_loadable_twin():
+    wan = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors",
+                                                     "weight_dtype": "default"}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                                                     "type": "wan", "device": "default"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}},
+        "4": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 832, "height": 480, "length": 33,
+                                                                  "batch_size": 2}},
+    }
+    tiny, needed = demo.tiny_prompt(wan)
+    assert needed == ["flux_dev", "wan21_t2v_stock"]
+    assert tiny["1"]["inputs"]["unet_name"] == "sleight-tiny-wan21-t2v-stock.safetensors"
+    assert tiny["2"] == {"class_type": "CLIPLoader", "inputs": {"clip_name": "sleight-tiny-clip-l.safetensors",
+                                                                "type": "sd3"}}
+    assert tiny["3"]["inputs"]["vae_name"] == "sleight-tiny-taew21.safetensors"
+    assert tiny["4"]["inputs"] == {"width": 128, "height": 80, "length": demo.MAX_FRAMES, "batch_size": 1}
+
+
 def sleight_nodes(object_info):
     return {k: v for k, v in object_info.items() if v.get("python_module", "").endswith("sleight")}
 

@@ -84,3 +84,18 @@ def test_threshold_scaling_is_identity_at_sdxl_1024():
     assert s.threshold_for(torch.zeros(1, 4, 128, 128)) == pytest.approx(15.0)
     assert s.threshold_for(torch.zeros(1, 4, 64, 64)) == pytest.approx(7.5)       # SD1.5 at 512²
     assert s.threshold_for(torch.zeros(1, 16, 128, 128)) == pytest.approx(30.0)    # Flux at 1024²
+
+
+def test_video_latents_take_one_norm_over_channels_and_frames():
+    """On a video latent (B, C, T, H, W) the paper's ‖ΔD‖ spans the whole latent: one scale per sample. ComfyUI's
+    own APG node takes its norms and projections over the last three dims, (T, H, W) per channel; the two differ
+    as soon as the channels' norms do."""
+    g = torch.Generator().manual_seed(3)
+    c = torch.randn(1, 16, 3, 4, 4, generator=g, dtype=torch.float64)
+    diff = torch.randn(1, 16, 3, 4, 4, generator=g, dtype=torch.float64)
+    diff[:, :4] *= 20.0                                            # four loud channels
+    got = apg.apg_x0(c, c - diff, 2.0, eta=1.0, norm_threshold=10.0, momentum=None) - c
+    whole = diff * min(1.0, 10.0 / float(diff.norm()))             # one norm over C, T, H, W
+    torch.testing.assert_close(got, whole, rtol=1e-12, atol=1e-12)
+    per_channel = diff * torch.clamp(10.0 / diff.norm(p=2, dim=[-1, -2, -3], keepdim=True), max=1.0)   # core APG
+    assert not torch.allclose(got, per_channel)

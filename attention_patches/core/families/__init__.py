@@ -14,8 +14,9 @@ from .lumina2 import Lumina2
 from .mmdit import MMDiT
 from .qwen_image import QwenImage
 from .unet import UNet
+from .wan import Wan
 
-FAMILIES = (UNet, MMDiT, Flux, Flux2, Chroma, QwenImage, Lumina2, HiDream)
+FAMILIES = (UNet, MMDiT, Flux, Flux2, Chroma, QwenImage, Lumina2, HiDream, Wan)
 PRESETS = {p.name: p for family in FAMILIES for p in family.known_presets}   # every paper's text layers
 UNSUPPORTED_HINT = "Sleight supports " + ", ".join(f.models for f in FAMILIES)
 
@@ -54,10 +55,11 @@ def refuse_unsupported(model, trick: str, who: str):
     return family
 
 
-def layers(model, width: int, height: int, family: Family = None):
-    """Every attention layer of a MODEL in forward order, with heads and image tokens at width×height pixels."""
+def layers(model, width: int, height: int, family: Family = None, frames: int = 1):
+    """Every attention layer of a MODEL in forward order, with heads and image tokens at width×height pixels (and
+    `frames` frames for a video model)."""
     family = family or detect(model)
-    return family.layers(_parts(model)[1], family.latent_size(width, height))
+    return family.layers(_parts(model)[1], family.latent_size(width, height, frames))
 
 
 def diffusion_model(model):
@@ -73,5 +75,5 @@ def format_layers(model, width: int, height: int) -> str:
              f"{'block':<{col}}{'kind':<7}{'heads':>6}{'dim':>5}  image tokens"]
     for layer in found:
         lines.append(f"{layer.block:<{col}}{layer.kind:<7}{layer.heads:>6}{layer.head_dim:>5}  "
-                     f"{layer.image_tokens} ({layer.grid[0]}x{layer.grid[1]})")
+                     f"{layer.image_tokens} ({'x'.join(map(str, layer.grid))})")
     return "\n".join(lines)

@@ -8,14 +8,19 @@ need them take the diffusion model `dm` as an argument.
 
 Kinds of attention calls: `self` (image tokens attend to image tokens), `cross` (image queries, text keys:
 UNet attn2, Wan), `joint` (text and image tokens in one sequence: DiTs), `text` (text tokens only: the text
-refiners of Lumina2 / Z-Image and HunyuanVideo; no trick acts on them, Inspect lists them).
+refiners of Lumina2 / Z-Image and HunyuanVideo; no trick acts on them, Inspect lists them), `vision` (image queries,
+keys from a conditioning image's vision-encoder tokens: Wan 2.1 I2V's CLIP-vision cross-attention; no trick acts on
+it, Inspect lists it).
+
+Geometry: a latent is (B, C, H, W) for images and (B, C, T, H, W) for video; `latent_size` is its size after the
+channels, (h, w) or (t, h, w), and a token grid is (h, w) or (t, h, w) in token order (frames outermost).
 """
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 TRICKS = ("apg", "route", "r2f", "addit", "designedit", "painta", "rasg", "search", "invert")
-KINDS = ("self", "cross", "joint", "text")
+KINDS = ("self", "cross", "joint", "text", "vision")
 
 
 def image_model(base) -> Optional[str]:
@@ -32,7 +37,7 @@ class Layer:
     heads: int
     head_dim: int
     image_tokens: int    # query image tokens at the given resolution
-    grid: tuple          # (h, w) of the image tokens
+    grid: tuple          # token grid of the image tokens: (h, w), or (t, h, w) for video
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Call:
     kind: str                     # "self" | "cross" | "joint"
     img: slice                    # image tokens among the query tokens
     txt: Optional[slice]          # text tokens among the key tokens (cross: all; joint: the text part)
-    grid: tuple                   # (h, w) of the image tokens at this layer
+    grid: tuple                   # token grid of the image tokens at this layer: (h, w) or (t, h, w)
     refs: Optional[slice] = None  # reference-image tokens after the image (edit models: Qwen-Image-Edit, Kontext)
 
 
@@ -66,7 +71,10 @@ class Family:
     models: ClassVar[str] = ""                  # what users know it as, for messages
     self_kind: ClassVar[str] = "joint"          # the kind carrying image self-attention
     text_kind: ClassVar[str] = "joint"          # the kind through which the prompt reaches the image
-    route_by: ClassVar[str] = "text_kv"         # "context": swap the cross-attention context; "text_kv": side pass
+    route_by: ClassVar[str] = "text_kv"         # "context": swap the cross-attention context (attn2 patch);
+                                                # "cross_kv": swap the cross-attention K/V for the routed text's,
+                                                # projected by the layer's own weights (`context_kv`); "text_kv":
+                                                # the text K/V of a side pass (joint attention)
     text_groups: ClassVar[tuple] = ()           # tokenizer keys per text segment, in sequence order
     r2f_level_map: ClassVar[str] = "sd3"        # Rare-to-Frequent level → stop-step map of this family
     embedding_fit: ClassVar[str] = "pad"        # how two prompts of different token lengths are matched
@@ -74,6 +82,8 @@ class Family:
     inplace_activations: ClassVar[bool] = False # blocks add into saved activations in place (autograd copies)
     groups_blocks: ClassVar[bool] = False       # block ids have a depth part (output.2.1 of output.2)
     default_downscale: ClassVar[int] = 8        # latent pixels per side, where the latent format does not say
+    temporal_downscale: ClassVar[int] = 0       # video: frames per latent frame after the first (0: images)
+    patch_t: ClassVar[int] = 1                  # video: latent frames per token
     known_presets: ClassVar[tuple] = ()         # the papers' text layers measured on models of this family
     text_alignment: ClassVar[str] = "start"     # "end": the text encoder drops a template prefix or pads on the
                                                 # left, so its tokens line up with the text sequence's end
@@ -108,19 +118,25 @@ class Family:
 
     # ---------------------------------------------------------------- geometry and layers
 
-    def latent_size(self, width: int, height: int) -> tuple:
-        return max(1, math.ceil(height / self.downscale)), max(1, math.ceil(width / self.downscale))
+    def latent_size(self, width: int, height: int, frames: int = 1) -> tuple:
+        """(h, w) of an image's latent, or (t, h, w) of a video of `frames` frames (as the Empty Latent nodes)."""
+        hw = max(1, math.ceil(height / self.downscale)), max(1, math.ceil(width / self.downscale))
+        if not self.temporal_downscale:
+            return hw
+        return (max(1, (frames - 1) // self.temporal_downscale + 1), *hw)
 
-    def image_grid(self, latent_hw) -> tuple:
-        h, w = latent_hw
-        return math.ceil(h / self.patch), math.ceil(w / self.patch)
+    def image_grid(self, latent_size) -> tuple:
+        """The token grid of a latent size: (h, w) → (gh, gw); (t, h, w) → (gt, gh, gw)."""
+        *t, h, w = latent_size
+        return (*(math.ceil(d / self.patch_t) for d in t), math.ceil(h / self.patch), math.ceil(w / self.patch))
 
     def default_size(self) -> int:
         """The resolution the family's models are made for (pixels per side)."""
         return 1024
 
     def layers(self, dm, latent_hw) -> list:
-        """Every attention layer in forward order, as the router will see them at this latent size."""
+        """Every attention layer in forward order, as the router will see them at this latent size ((h, w), or
+        (t, h, w) for video families)."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- each attention call
@@ -166,6 +182,10 @@ class Family:
     def addit_map_grid(self, latent_hw) -> tuple:
         """The grid Add-it averages its subject maps on."""
         return self.image_grid(latent_hw)
+
+    def context_kv(self, dm, blocks, context) -> dict:
+        """{block: (k, v)} the cross-attention of each block makes from a text embedding (route_by "cross_kv")."""
+        raise NotImplementedError
 
     def context_dim(self, dm) -> Optional[int]:
         """Width of the cross-attention context (families that route by context swap)."""
