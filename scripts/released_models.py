@@ -16,6 +16,12 @@ _FLUX = {"image_model": "flux", "axes_dim": [16, 56, 56], "num_heads": 24, "mlp_
 _SD3 = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "input_size": None, "adm_in_channels": 2048,
         "pos_embed_scaling_factor": None}
 
+def _wan(dim, ffn_dim, layers, in_dim, out_dim, model_type):
+    return {"image_model": "wan2.1", "dim": dim, "out_dim": out_dim, "num_heads": dim // 128, "ffn_dim": ffn_dim,
+            "num_layers": layers, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
+            "cross_attn_norm": True, "eps": 1e-6, "in_dim": in_dim, "model_type": model_type}
+
+
 _UNET = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
          "in_channels": 4, "out_channels": 4, "model_channels": 320, "use_temporal_resblock": False,
          "use_temporal_attention": False}
@@ -55,6 +61,22 @@ RELEASED = {
         **_SD3, "depth": 24, "context_embedder_config": {"target": "torch.nn.Linear", "params": {
             "in_features": 4096, "out_features": 1536}}, "num_patches": 147456, "pos_embed_max_size": 384,
         "qk_norm": "rms", "x_block_self_attn_layers": list(range(13))}, 24 + 13),
+    "zimage": ("Z-Image (Turbo)", "ZImage", "lumina2", {
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 3840, "cap_feat_dim": 2560, "n_layers": 30,
+        "qk_norm": True, "n_heads": 30, "n_kv_heads": 30, "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512],
+        "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True, "time_scale": 1000.0,
+        "pad_tokens_multiple": 32}, 2 + 2 + 30),
+    "hidream_i1": ("HiDream-I1 (Full / Dev / Fast)", "HiDream", "hidream", {
+        "image_model": "hidream", "attention_head_dim": 128, "axes_dims_rope": [64, 32, 32],
+        "caption_channels": [4096, 4096], "max_resolution": [128, 128], "in_channels": 16,
+        "llama_layers": list(range(32)) + [31] * 16, "num_attention_heads": 20, "num_routed_experts": 4,
+        "num_activated_experts": 2, "num_layers": 16, "num_single_layers": 32, "out_channels": 16, "patch_size": 2,
+        "text_emb_dim": 2048}, 48),
+    "wan21_t2v_1_3b": ("Wan 2.1 T2V 1.3B", "WAN21_T2V", "wan", _wan(1536, 8960, 30, 16, 16, "t2v"), 60),
+    "wan21_t2v_14b": ("Wan 2.1 T2V 14B / Wan 2.2 A14B experts", "WAN21_T2V", "wan", _wan(5120, 13824, 40, 16, 16, "t2v"),
+                      80),
+    "wan21_i2v_14b": ("Wan 2.1 I2V 14B", "WAN21_I2V", "wan", _wan(5120, 13824, 40, 36, 16, "i2v"), 120),
+    "wan22_ti2v_5b": ("Wan 2.2 TI2V 5B", "WAN22_T2V", "wan", _wan(3072, 14336, 30, 48, 48, "t2v"), 60),
 }
 
 

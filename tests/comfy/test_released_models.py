@@ -1,6 +1,8 @@
 """Every family at the size of its released models, on the meta device (shapes only): ComfyUI's own detection
 reads the model back as itself, and Sleight's adapter claims it and lists its real layers. The tiny models shrink
 sizes detection fixes; this is where detection itself is checked at the real sizes."""
+import math
+
 import pytest
 
 import comfy.model_detection
@@ -33,9 +35,10 @@ def test_the_family_adapter_claims_it_and_lists_its_layers(released):
     layers = family.layers(base.diffusion_model, latent)
     assert len(layers) == count
     assert len({(layer.block, layer.kind) for layer in layers}) == len(layers)
-    assert all(layer.image_tokens == layer.grid[0] * layer.grid[1] for layer in layers)
-    if family.patch > 1:                     # DiTs: every layer sees the whole patch grid
-        assert {layer.grid for layer in layers} == {family.image_grid(latent)}
+    assert all(layer.image_tokens == math.prod(layer.grid) for layer in layers)
+    if family.patch > 1:     # DiTs: every layer with image tokens sees the whole patch grid (text refiners: none)
+        assert {layer.grid for layer in layers if layer.kind != "text"} == {family.image_grid(latent)}
+        assert all(layer.image_tokens == 0 for layer in layers if layer.kind == "text")
 
 
 def test_the_families_page_is_generated_from_the_adapters():

@@ -78,8 +78,9 @@ def test_block_layout(loaded):
         stacks = ("double_blocks", "single_blocks", "transformer_blocks", "layers", "double_stream_blocks",
                   "single_stream_blocks", "blocks")
         n = sum(len(getattr(dm, stack, ())) for stack in stacks)
-        assert n == sum(spec.unet_config.get(k, 0) for k in ("depth", "depth_single_blocks", "num_layers", "n_layers",
-                                                              "num_single_layers"))
+        keys = ("depth", "depth_single_blocks", "num_layers", "num_single_layers") + \
+            (("n_layers",) if hasattr(dm, "layers") else ())     # Chroma's n_layers: its guidance approximator's
+        assert n == sum(spec.unet_config.get(k, 0) for k in keys)
     else:
         layout = attention_layout(dm)
         assert layout == EXPECTED_BLOCKS[spec.name]
