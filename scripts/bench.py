@@ -225,6 +225,7 @@ DEFAULT_RUNS = ["apg:sd15", "apg:sdxl", "router-idle:sd15", "router-idle:sdxl", 
                 "addit:sd15", "addit-mem:sd15", "addit:flux_dev:4",
                 "keymask:sd15", "keymask:sdxl", "keymask:sd3", "keymask:flux_dev:4", "designedit:sdxl",
                 "route-dit:flux2", "addit:flux2", "addit-mem:flux2", "keymask:flux2", "painta:flux2",
+                "route-dit:zimage", "addit:zimage", "addit-mem:zimage", "keymask:zimage", "painta:zimage",
                 "apg:wan21_t2v", "route-cross:wan21_t2v"]
 
 
