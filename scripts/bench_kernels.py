@@ -191,7 +191,7 @@ class Harness:
     def options(self, uuid):
         case, router = self.shape.case, self.router
         gh, gw = case.grid
-        fwd = router.Forward(family=self.family, latent_hw=(2 * gh, 2 * gw) if case.kind == "joint" else (gh, gw),
+        fwd = router.Forward(family=self.family, latent_size=(2 * gh, 2 * gw) if case.kind == "joint" else (gh, gw),
                              txt_len=case.txt if case.kind == "joint" else 0, batch=1, sigma=self.sigma,
                              sample_sigmas=SIGMAS, model_sampling=None, cond_or_uncond=[0], uuids=[uuid],
                              run=self.run)
