@@ -49,6 +49,9 @@ class TinyModel:
     detected: bool = True
     text_encoder: str | None = None  # a tiny text encoder of TEXT_ENCODERS, built in memory, instead of files["clip"]
     vae: str = "taesd"  # the VAE file's architecture: "taesd", "taehv" (Wan / Qwen-Image video TAE), "flux2"
+    # the model config class detection names at the tiny size, where it tells two classes apart by width alone
+    # (0.3.75 reads a Lumina 2 file as Z-Image only when it is 3840 wide); None: config_class
+    detected_class: str | None = None
 
     @property
     def downscale(self) -> int:
@@ -109,14 +112,15 @@ def _flux_model(name, file, guidance, config_class):
     return TinyModel(name, "flux", "unet", files, "sd3", config_class, "Flux", False, 16, _flux(guidance))
 
 
-def _dit(name, config, config_class, model_class, latent, vae, text_encoder=None, clip_type=None, detected=False):
+def _dit(name, config, config_class, model_class, latent, vae, text_encoder=None, clip_type=None, detected=False,
+         detected_class=None):
     """A diffusion-model-only tiny model of a newer family (UNETLoader + VAELoader); CLIP-L for `clip_type`, else the
     in-memory `text_encoder`. `vae` is (architecture, file name), shared between families of one latent format."""
     files = {"unet": f"diffusion_models/sleight-tiny-{name.replace('_', '-')}.safetensors", "vae": f"vae/{vae[1]}"}
     if clip_type is not None:
         files["clip"] = CLIP_L_FILE
     return TinyModel(name, config["image_model"], "unet", files, clip_type, config_class, model_class, False, latent,
-                     config, detected, text_encoder, vae[0])
+                     config, detected, text_encoder, vae[0], detected_class)
 
 
 TAEF1 = ("taesd", "sleight-tiny-taef1.safetensors")
@@ -194,7 +198,7 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
     _dit("flux2", FLUX2, "Flux2", "Flux2", 128, FLUX2_VAE, text_encoder="qwen3"),
     _dit("chroma", CHROMA, "Chroma", "Chroma", 16, TAEF1, clip_type="sd3"),
     _dit("qwen_image", QWEN_IMAGE, "QwenImage", "QwenImage", 16, TAEW21, text_encoder="qwen25"),
-    _dit("zimage", ZIMAGE, "ZImage", "Lumina2", 16, TAEF1, text_encoder="qwen3"),
+    _dit("zimage", ZIMAGE, "ZImage", "Lumina2", 16, TAEF1, text_encoder="qwen3", detected_class="Lumina2"),
     _dit("lumina2", LUMINA2, "Lumina2", "Lumina2", 16, TAEF1, text_encoder="qwen3"),
     _dit("hidream", HIDREAM, "HiDream", "HiDream", 16, TAEF1, text_encoder="hidream"),
     # Wan 2.1 T2V / I2V (16 latent channels + 20 of start image and mask, CLIP-vision tokens), Wan 2.2 TI2V 5B
@@ -276,10 +280,9 @@ def _diffusion_model(spec):
     _randomize(model.diffusion_model, spec.name)
     sd = model.diffusion_model.state_dict()
     if not spec.detected:              # ComfyUI must still recognise the family and the model's config class
-        found = detected_config(sd)
-        if found != (spec.unet_config["image_model"], spec.config_class):
-            raise AssertionError(f"{spec.name}: ComfyUI detects {found}, expected "
-                                 f"{(spec.unet_config['image_model'], spec.config_class)}")
+        found, expected = detected_config(sd), (spec.unet_config["image_model"], spec.detected_class or spec.config_class)
+        if found != expected:
+            raise AssertionError(f"{spec.name}: ComfyUI detects {found}, expected {expected}")
         return model
     detected = comfy.model_detection.detect_unet_config(sd, "")
     if detected != spec.unet_config:  # the saved keys must read back as the config we asked for
