@@ -249,8 +249,9 @@ class AddItAttention:
         return tgt / src
 
     def _subject_weights(self, call, n_keys, offset):
-        """(n_keys,) weights of the subject's text tokens among the keys (mean over the subject's tokens)."""
-        period = call.txt.stop - call.txt.start
+        """(n_keys,) weights of the subject's text tokens among the keys (mean over the subject's tokens); the
+        positions count in the conditioning's own tokens (`call.prompt`, where the model adds glyph tokens)."""
+        period = call.prompt.stop - call.prompt.start
         own = self.own_text_len or period
         if call.kind == "cross":             # UNet contexts may be repeated to an LCM length: count every copy
             own = max(min(own, period), 1)
@@ -264,7 +265,7 @@ class AddItAttention:
             raise ValueError("Sleight · Add-it: the subject's tokens lie beyond this model's text tokens "
                              f"({period}); put the subject earlier in the prompt.")
         weights = torch.zeros(n_keys)
-        txt0 = offset + call.txt.start
+        txt0 = offset + call.prompt.start
         for p in pos:
             for c in copies[p]:
                 weights[txt0 + c] = 1.0 / len(pos)

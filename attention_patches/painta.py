@@ -54,9 +54,11 @@ class InpaintTarget:
                 f"they have different shapes. Use the mask of the image being inpainted (same size as the image).")
 
     def tokens_in(self, call) -> list:
-        """T in this call's text sequence (a family may pad the encoded prompt, e.g. Flux.2 to 512 tokens)."""
-        n = call.txt.stop - call.txt.start
-        found = [q for q in (call.family.text_position(p, self.text_len, n) for p in self.tokens) if 0 <= q < n]
+        """T in this call's text part: where they land among the conditioning's own tokens (a family may pad the
+        encoded prompt, e.g. Flux.2 to 512 tokens, or put glyph tokens beside it, `call.prompt`)."""
+        n, shift = call.prompt.stop - call.prompt.start, call.prompt.start - call.txt.start
+        found = [shift + q for q in (call.family.text_position(p, self.text_len, n) for p in self.tokens)
+                 if 0 <= q < n]
         if len(found) != len(self.tokens):
             raise ValueError(f"{self.who}: the prompt tokens do not fit this model's text sequence; use the node's "
                              "conditioning output as the sampler's positive.")

@@ -48,7 +48,8 @@ class TinyModel:
     # (heads, widths, layer counts): it loads with `unet_config` in place of the detected one (load_with_config).
     detected: bool = True
     text_encoder: str | None = None  # a tiny text encoder of TEXT_ENCODERS, built in memory, instead of files["clip"]
-    vae: str = "taesd"  # the VAE file's architecture: "taesd", "taehv" (Wan / Qwen-Image video TAE), "flux2"
+    vae: str | None = "taesd"  # the VAE file's architecture: "taesd", "taehv" (Wan / Qwen-Image / HunyuanVideo 1.5
+                               # video TAE), "flux2"; None: no VAE small enough (HunyuanImage 2.1's is 406 M parameters)
     # the model config class detection names at the tiny size, where it tells two classes apart by width alone
     # (0.3.75 reads a Lumina 2 file as Z-Image only when it is 3840 wide); None: config_class
     detected_class: str | None = None
@@ -56,7 +57,12 @@ class TinyModel:
     @property
     def downscale(self) -> int:
         """Image pixels per latent pixel."""
+        if self.config_class in LATENT_DOWNSCALE:
+            return LATENT_DOWNSCALE[self.config_class]
         return 16 if self.vae == "flux2" or (self.vae == "taehv" and self.latent_channels == 48) else 8
+
+
+LATENT_DOWNSCALE = {"HunyuanImage21": 32, "HunyuanVideo15": 16}     # where the VAE does not tell
 
 def _unet(channel_mult, num_res_blocks, depth, depth_output, middle, xl=False, in_channels=4):
     """A UNet config spelled exactly as comfy.model_detection.detect_unet_config reports it."""
@@ -116,17 +122,20 @@ def _dit(name, config, config_class, model_class, latent, vae, text_encoder=None
          detected_class=None):
     """A diffusion-model-only tiny model of a newer family (UNETLoader + VAELoader); CLIP-L for `clip_type`, else the
     in-memory `text_encoder`. `vae` is (architecture, file name), shared between families of one latent format."""
-    files = {"unet": f"diffusion_models/sleight-tiny-{name.replace('_', '-')}.safetensors", "vae": f"vae/{vae[1]}"}
+    files = {"unet": f"diffusion_models/sleight-tiny-{name.replace('_', '-')}.safetensors"}
+    if vae is not None:
+        files["vae"] = f"vae/{vae[1]}"
     if clip_type is not None:
         files["clip"] = CLIP_L_FILE
     return TinyModel(name, config["image_model"], "unet", files, clip_type, config_class, model_class, False, latent,
-                     config, detected, text_encoder, vae[0], detected_class)
+                     config, detected, text_encoder, vae[0] if vae is not None else None, detected_class)
 
 
 TAEF1 = ("taesd", "sleight-tiny-taef1.safetensors")
 TAEW21 = ("taehv", "sleight-tiny-taew21.safetensors")          # Wan 2.1's latent space (Qwen-Image uses it too)
 FLUX2_VAE = ("flux2", "sleight-tiny-flux2-vae.safetensors")    # the real Flux.2 VAE: ComfyUI fixes its widths
 TAEW22 = ("taehv", "sleight-tiny-taew22.safetensors")          # Wan 2.2 5B's 48-channel latent space (1/16)
+TAEHV15 = ("taehv", "sleight-tiny-taehv15.safetensors")        # HunyuanVideo 1.5's light TAE (decode only)
 
 
 # Flux.2 dev's layout at 256 wide: 0.3.75 detects 48 heads (6144 wide: 1.7 B parameters per double block); newer
@@ -171,6 +180,19 @@ HIDREAM = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_ch
            "max_resolution": [128, 128], "llama_layers": [0, 1, 2, 2]}
 
 
+# HunyuanImage 2.1 / HunyuanVideo 1.5 as 0.3.75's detection reads them: width 128 = 1 head of 128, the block counts
+# free; byT5 glyph input (a 1472-wide mapper ComfyUI fixes); text from the tiny Qwen2.5 (64 wide). 1.5 has double
+# blocks only (54 in the real model), 65 input channels (latent + image-to-video frames + mask) and SigLIP's
+# 1152-wide vision input.
+HUNYUAN_IMAGE = {"image_model": "hunyuan_video", "in_channels": 64, "patch_size": [1, 1], "out_channels": 64,
+                 "vec_in_dim": None, "axes_dim": [64, 64], "meanflow": False, "context_in_dim": 64,
+                 "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 1, "depth": 2, "depth_single_blocks": 2,
+                 "theta": 256, "qkv_bias": True, "byt5": True, "guidance_embed": False,
+                 "use_cond_type_embedding": False, "vision_in_dim": None}
+HUNYUAN_VIDEO15 = {**HUNYUAN_IMAGE, "in_channels": 65, "patch_size": [1, 1, 1], "out_channels": 32,
+                   "axes_dim": [16, 56, 56], "depth_single_blocks": 0, "use_cond_type_embedding": True,
+                   "vision_in_dim": 1152}
+
 
 def _wan(model_type="t2v", in_dim=16, out_dim=16, text_dim=64):
     """Wan at 2 heads x 128, 2 blocks, a 64-wide text input (the tiny umT5). 0.3.75's detection reads dim (heads =
@@ -211,6 +233,9 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
     # what a real server loads (demo, server tests): UNETLoader reads it with text_dim 4096, the tiny CLIP-L as
     # CLIPLoader type "sd3" stands in for umT5-XXL (4096 wide; not Wan's tokenizer)
     _dit("wan21_t2v_stock", _wan(text_dim=None), "WAN21_T2V", "WAN21", 16, TAEW21, clip_type="sd3", detected=True),
+    _dit("hunyuan_image", HUNYUAN_IMAGE, "HunyuanImage21", "HunyuanImage21", 64, None, "hunyuan_image", detected=True),
+    _dit("hunyuan_video15", HUNYUAN_VIDEO15, "HunyuanVideo15", "HunyuanVideo15", 32, TAEHV15, "hunyuan_video15",
+         detected=True),
 ]}
 
 
@@ -541,6 +566,8 @@ def load_with_config(path, spec):
 TINY_LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 2,
             "num_key_value_heads": 1}
 TINY_CLIP = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 2}
+HUNYUAN_TE = {"qwen25_7b_class": "text_only_qwen25", "qwen25_7b_model_config": {**TINY_LLM, "num_key_value_heads": 2},
+              "_model_config": {"num_layers": 1, "num_heads": 1, "d_kv": 64, "d_ff": 64}}
 TEXT_ENCODERS = {
     # Z-Image's and Flux.2 Klein's encoder: Qwen3 (layer -2 of the hidden states)
     "qwen3": ("comfy.text_encoders.z_image", "ZImageTokenizer", "ZImageTEModel", {"qwen3_4b_model_config": TINY_LLM}),
@@ -567,10 +594,16 @@ TEXT_ENCODERS = {
              {"umt5xxl_class": "pile_umt5", "spiece_model": "t5_pile_tokenizer/tokenizer.model",
               "umt5xxl_model_config": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_heads": 2, "num_layers": 2,
                                        "vocab_size": 32000}}),
+    # HunyuanImage 2.1's and HunyuanVideo 1.5's: that Qwen2.5-VL (text tower), their own templates, and the byT5 glyph
+    # encoder of quoted text at one layer (its width, 1472, is the DiT's byT5 input); ComfyUI builds byT5 without a
+    # model name, so its `<name>_model_config` option is "_model_config"
+    "hunyuan_image": ("comfy.text_encoders.hunyuan_image", "HunyuanImageTokenizer", "HunyuanImageTEModel", HUNYUAN_TE),
+    "hunyuan_video15": ("comfy.text_encoders.hunyuan_video", "HunyuanVideo15Tokenizer",
+                        "comfy.text_encoders.hunyuan_image.HunyuanImageTEModel", HUNYUAN_TE),
 }
 
 
-CAUSAL_LM = ("qwen3", "qwen25", "qwen25_3b")     # the TEXT_ENCODERS that are causal language models (test_family_text)
+CAUSAL_LM = ("qwen3", "qwen25", "qwen25_3b", "hunyuan_image", "hunyuan_video15")     # the TEXT_ENCODERS that are causal language models (test_family_text)
 
 
 def _text_only_qwen25():
@@ -619,12 +652,17 @@ def text_encoder(name):
     bootstrap()
     module, tokenizer, te, options = TEXT_ENCODERS[name]
     module = importlib.import_module(module)
+
+    def find(attr):                    # a name in the entry's module, or a dotted path into another
+        where, _, attr = attr.rpartition(".")
+        return getattr(importlib.import_module(where) if where else module, attr)
+
     options = {k: (CLASS_OPTIONS[v]() if isinstance(v, str) and v in CLASS_OPTIONS else v) for k, v in options.items()}
     tokenizer_data = options.pop("tokenizer_data", {})
     if "spiece_model" in options:           # a sentencepiece model bundled with ComfyUI, as tokenizer data
         tokenizer_data["spiece_model"] = (Path(module.__file__).parent / options.pop("spiece_model")).read_bytes()
     cpu = torch.device("cpu")
-    clip = comfy.sd.CLIP(smb.ClipTarget(getattr(module, tokenizer), getattr(module, te)), tokenizer_data=tokenizer_data,
+    clip = comfy.sd.CLIP(smb.ClipTarget(find(tokenizer), find(te)), tokenizer_data=tokenizer_data,
                          model_options={**options, "dtype": torch.float32, "load_device": cpu, "offload_device": cpu,
                                         "initial_device": cpu})
     _randomize(clip.cond_stage_model, f"te-{name}")

@@ -58,6 +58,8 @@ class AttentionCall:
     bias: Optional[torch.Tensor] = None   # additive logit bias from effects, broadcastable to (B,H,Lq,Lk)
     batch_rows: Optional[list] = None     # forward rows this call holds, when an effect split the batch
     refs: Optional[slice] = None          # reference-image tokens among the query tokens (edit models)
+    prompt: Optional[slice] = None        # the conditioning's own tokens among the keys (the adapter's, else txt):
+                                          # where token finders' positions land
 
     @property
     def rows(self):
@@ -247,6 +249,7 @@ class Router:
         return AttentionCall(q=_to_bhld(q, heads, skip), k=_to_bhld(k, heads, skip), v=_to_bhld(v, heads, skip),
                              heads=heads, kind=where.kind, block=where.block, index=index, img=where.img,
                              txt=where.txt, grid=where.grid, forward=fwd, refs=where.refs,
+                             prompt=where.prompt if where.prompt is not None else where.txt,
                              mask=as_4d_mask(kwargs.get("mask", args[4] if len(args) > 4 else None)))
 
     def __call__(self, func, *args, **kwargs):

@@ -1,7 +1,7 @@
 """The family battery: every registered family adapter, on its tiny model, through ComfyUI's own loader and forward.
 
 Parametrised over the adapter registry, so a new family gets every check by registering (and naming its tiny
-model in tinyrun.FAMILY_MODELS, which a test below demands):
+model in tinyrun.FAMILY_MODELS, which a test below demands; a family whose models differ in shape lists each):
 - block enumeration: the calls the router sees in one forward are the adapter's layer list, which is what
   Sleight · Inspect attention layers prints;
 - no-op: the router, and each trick switched off, give the baseline bit for bit;
@@ -29,13 +29,20 @@ from sleight.nodes.routing import SleightPromptRoute
 from sleight.nodes.search import SleightNoiseSearch
 from sleight.nodes.utils import SleightInspectAttention
 from sleight.samplers import rasg
-from tinyrun import FAMILY_MODELS, FRAMES, Probe, encode, latent_for, load
+from tinyrun import FAMILY_MODELS, FRAMES, Probe, encode, family_models, latent_for, load
 
 FAMILIES = [f.key for f in families.FAMILIES]
+CASES = [(key, name) for key in FAMILIES if key in FAMILY_MODELS for name in family_models(key)]
 SIZE, STEPS, CFG, SEED = 64, 3, 3.0, 5
 A, B, SUBJECT = "a red circle on a blue background", "a red circle and a cat on a blue background", "cat"
 APG = dict(eta=0.0, momentum=-0.5, norm_threshold=15.0, start_percent=0.0, end_percent=1.0, cfg_warmup_steps=0,
            cfg_warmup_scale=0.0, scale_threshold_by_latent_size=False)
+
+
+def size_of(model):
+    """64 px, or the least size with 4×4 image tokens (HunyuanImage 2.1's latent is 1/32 of the image)."""
+    family = families.detect(model)
+    return max(SIZE, 4 * family.downscale * family.patch)
 
 
 def box(size=SIZE):
@@ -46,7 +53,7 @@ def box(size=SIZE):
 
 def run(model, pos, neg, sampler="euler", noise_mask=None, seed=SEED, cfg=CFG, steps=STEPS):
     """SamplerCustom with this seed, on an empty latent (or one with a noise mask)."""
-    latent = latent_for(model, size=SIZE)
+    latent = latent_for(model, size=size_of(model))
     noise = comfy.sample.prepare_noise(latent, seed)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps).cpu()
     sampler = comfy.samplers.sampler_object(sampler) if isinstance(sampler, str) else sampler
@@ -57,10 +64,11 @@ def run(model, pos, neg, sampler="euler", noise_mask=None, seed=SEED, cfg=CFG, s
 class Case:
     """One family's tiny model, prompts and baseline, and each trick's (patched, plain) outputs once computed."""
 
-    def __init__(self, key):
-        self.name = FAMILY_MODELS[key]
+    def __init__(self, key, name):
+        self.name = name
         self.model, self.clip, self.vae = load(self.name)
         self.family = families.detect(self.model)
+        self.size = size_of(self.model)
         self.pos, self.neg, self.b = encode(self.clip, A), encode(self.clip, ""), encode(self.clip, B)
         self.base = run(self.model, self.pos, self.neg)
         self.outputs = {}
@@ -75,10 +83,11 @@ class Case:
         return SleightSourceTrajectory.execute(self.model, {"samples": clean}, self.pos, 3).result[0]
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=CASES,
+                ids=[key if len(family_models(key)) == 1 else f"{key}:{name}" for key, name in CASES])
 def c(request):
-    """The family under test; module scope makes pytest run every check of one family before the next."""
-    return Case(request.param)
+    """The family (and model) under test; module scope makes pytest run every check of one before the next."""
+    return Case(*request.param)
 
 
 # ---------------------------------------------------------------- one runner per trick: (patched run, baseline run)
@@ -103,31 +112,31 @@ def trick_addit(c, model):
 
 
 def trick_designedit(c, model):
-    m = SleightDesignEditRemove.execute(model, c.source(), box(), 0, proximal_strength=0.1).result[0]
-    plain = SleightDesignEditRemove.execute(model, c.source(), box(), 0, mask_start=1.0, mask_end=1.0).result[0]
+    m = SleightDesignEditRemove.execute(model, c.source(), box(c.size), 0, proximal_strength=0.1).result[0]
+    plain = SleightDesignEditRemove.execute(model, c.source(), box(c.size), 0, mask_start=1.0, mask_end=1.0).result[0]
     return run(m, c.pos, c.pos), run(plain, c.pos, c.pos)          # key masking is what differs
 
 
 def _painta(c, model):
-    return SleightPAIntA.execute(model, c.clip, "a red hat", box(), "", 0.5, "custom", "*").result
+    return SleightPAIntA.execute(model, c.clip, "a red hat", box(c.size), "", 0.5, "custom", "*").result
 
 
 def trick_painta(c, model):
     m, pos = _painta(c, model)
-    return run(m, pos, c.neg, noise_mask=box()), run(model, pos, c.neg, noise_mask=box())
+    return run(m, pos, c.neg, noise_mask=box(c.size)), run(model, pos, c.neg, noise_mask=box(c.size))
 
 
 def trick_rasg(c, model):
     m, pos = _painta(c, model)
-    guided = run(m, pos, c.neg, sampler=SleightRASG.execute(0.1).result[0], noise_mask=box(), steps=2)
-    zero = run(m, pos, c.neg, sampler=rasg.ksampler(eta=0.1, objective_scale=0.0), noise_mask=box(), steps=2)
+    guided = run(m, pos, c.neg, sampler=SleightRASG.execute(0.1).result[0], noise_mask=box(c.size), steps=2)
+    zero = run(m, pos, c.neg, sampler=rasg.ksampler(eta=0.1, objective_scale=0.0), noise_mask=box(c.size), steps=2)
     return guided, zero                                          # the same sampler with the objective zeroed
 
 
 def trick_search(c, model):
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", STEPS).cpu()
     best, _, report, _ = SleightNoiseSearch.execute(
-        model, c.pos, c.neg, {"samples": latent_for(model, size=SIZE)}, comfy.samplers.ksampler("euler"), sigmas,
+        model, c.pos, c.neg, {"samples": latent_for(model, size=c.size)}, comfy.samplers.ksampler("euler"), sigmas,
         CFG, SEED, "random", 3, 1, 1, "self_consistency", 0.4, 0.95, 4, 2, 0.5, 1, 2).result
     seed = json.loads(report)["best_seed"]
     assert torch.equal(best["samples"], run(model, c.pos, c.neg, seed=seed))      # the winner is its seed's sample
@@ -157,11 +166,11 @@ def test_block_enumeration_is_what_inspect_prints(c):
     router.install(m, probe)
     assert torch.equal(run(m, c.pos, c.neg), c.base), "a router with nothing to do is bit-identical"
     first = probe.forwards()[0]
-    layers = families.layers(c.model, SIZE, SIZE, frames=FRAMES)
+    layers = families.layers(c.model, c.size, c.size, frames=FRAMES)
     assert [(call.block, call.kind) for call in first] == [(layer.block, layer.kind) for layer in layers]
     assert all(call.grid == layer.grid and call.img.stop - call.img.start == layer.image_tokens
                for call, layer in zip(first, layers))
-    text = SleightInspectAttention.execute(c.model, SIZE, SIZE).result[0].splitlines()[2:]
+    text = SleightInspectAttention.execute(c.model, c.size, c.size).result[0].splitlines()[2:]
     assert [line.split()[:2] for line in text] == [[layer.block, layer.kind] for layer in layers]
 
 

@@ -10,13 +10,13 @@ import pytest
 
 import tiny_models
 from sleight.attention_patches.core import families, tokens
-from tinyrun import FAMILY_MODELS, encode, load, text_seen_by_model
+from tinyrun import FAMILY_MODELS, encode, family_models, load, text_seen_by_model
 
 ADAPTERS = {f.key: f for f in families.FAMILIES}
 # the families whose text sequence is one causal language model's output (HiDream's c_crossattn is T5, its Llama
 # states travel apart: tests/comfy/test_family_hidream.py checks where its words land)
-LLM_FAMILIES = [k for k, n in FAMILY_MODELS.items()
-                if tiny_models.MODELS[n].text_encoder in tiny_models.CAUSAL_LM and len(ADAPTERS[k].text_groups) == 1]
+LLM_MODELS = [n for k in FAMILY_MODELS for n in family_models(k)
+              if tiny_models.MODELS[n].text_encoder in tiny_models.CAUSAL_LM and len(ADAPTERS[k].text_groups) == 1]
 A, B = "a red circle and a cat on a blue background", "a red circle and a dog on a blue background"
 
 
@@ -25,9 +25,9 @@ def first_difference(a, b):
     return int(rows[0]) if len(rows) else None
 
 
-@pytest.mark.parametrize("key", LLM_FAMILIES)
-def test_the_subject_lands_on_the_row_where_it_changes_the_text(key):
-    model, clip, _ = load(FAMILY_MODELS[key])
+@pytest.mark.parametrize("name", LLM_MODELS)
+def test_the_subject_lands_on_the_row_where_it_changes_the_text(name):
+    model, clip, _ = load(name)
     family = families.detect(model)
     a, b = text_seen_by_model(model, clip, A), text_seen_by_model(model, clip, B)
     assert a.shape == b.shape
@@ -38,11 +38,11 @@ def test_the_subject_lands_on_the_row_where_it_changes_the_text(key):
     assert got == where, f"{family.label}: the subject maps to row {got}, the text changes at row {where}"
 
 
-@pytest.mark.parametrize("key", LLM_FAMILIES)
-def test_hd_painters_prompt_tokens_are_the_prompts_rows(key):
+@pytest.mark.parametrize("name", LLM_MODELS)
+def test_hd_painters_prompt_tokens_are_the_prompts_rows(name):
     """HD-Painter's T on a language-model encoder: the rows of the bare prompt's words in the encoded prompt (the
     encoder's own output, before the model pads it)."""
-    model, clip, _ = load(FAMILY_MODELS[key])
+    model, clip, _ = load(name)
     family = families.detect(model)
     emb = encode(clip, "a red hat, Full HD")[0][0]
     t = tokens.prompt_positions(clip, "a red hat", "Full HD", family, emb.shape[1], "test")

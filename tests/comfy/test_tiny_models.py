@@ -49,9 +49,10 @@ def test_detected_as_real_architecture(loaded):
         assert tm.detected_family(sd) == spec.unet_config["image_model"]
     assert type(model.model.model_config).__name__ == spec.config_class
     assert type(model.model).__name__ == spec.model_class
-    assert vae.latent_channels == spec.latent_channels
+    if spec.vae is not None:          # None: no VAE of the family is small enough (HunyuanImage 2.1's: 406 M)
+        assert vae.latent_channels == spec.latent_channels
     assert model.get_model_object("latent_format").latent_channels == spec.latent_channels
-    assert clip is not None and vae is not None
+    assert clip is not None and (vae is not None) == (spec.vae is not None)
 
 
 def test_inpaint_flag(loaded):
@@ -98,6 +99,8 @@ def test_one_step(loaded):
         side = 64 // spec.downscale
         assert latent.shape[:2] == (1, spec.latent_channels) and latent.shape[-2:] == (side, side)
         assert torch.isfinite(latent).all()
+        if vae is None:
+            return
         image = vae.decode(latent)
     assert image.shape[-3:] == (64, 64, 3)
     assert torch.isfinite(image).all()

@@ -11,9 +11,17 @@ import tiny_models
 ARCH_MODELS = ["sd15", "sdxl", "sd3", "flux_dev"]          # one model per architecture
 ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
 WITH_SD35 = ALL_SIX + ["sd35"]
-# the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family
+# the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family,
+# or a tuple where one adapter serves models of different shapes (HunyuanVideo: an image and a video model)
 FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev", "flux2": "flux2", "chroma": "chroma",
-                 "qwen_image": "qwen_image", "lumina2": "zimage", "hidream": "hidream", "wan": "wan21_t2v"}
+                 "qwen_image": "qwen_image", "lumina2": "zimage", "hidream": "hidream", "wan": "wan21_t2v",
+                 "hunyuan_video": ("hunyuan_image", "hunyuan_video15")}
+
+
+def family_models(key) -> tuple:
+    """The tiny models of a family's battery."""
+    names = FAMILY_MODELS[key]
+    return (names,) if isinstance(names, str) else tuple(names)
 FRAMES = 5                                                  # video models: 5 frames = 2 latent frames
 
 

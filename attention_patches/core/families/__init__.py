@@ -10,13 +10,14 @@ from .chroma import Chroma
 from .flux import Flux
 from .flux2 import Flux2
 from .hidream import HiDream
+from .hunyuan_video import HunyuanVideo
 from .lumina2 import Lumina2
 from .mmdit import MMDiT
 from .qwen_image import QwenImage
 from .unet import UNet
 from .wan import Wan
 
-FAMILIES = (UNet, MMDiT, Flux, Flux2, Chroma, QwenImage, Lumina2, HiDream, Wan)
+FAMILIES = (UNet, MMDiT, Flux, Flux2, Chroma, QwenImage, Lumina2, HiDream, Wan, HunyuanVideo)
 PRESETS = {p.name: p for family in FAMILIES for p in family.known_presets}   # every paper's text layers
 UNSUPPORTED_HINT = "Sleight supports " + ", ".join(f.models for f in FAMILIES)
 

@@ -62,6 +62,8 @@ class Call:
     txt: Optional[slice]          # text tokens among the key tokens (cross: all; joint: the text part)
     grid: tuple                   # token grid of the image tokens at this layer: (h, w) or (t, h, w)
     refs: Optional[slice] = None  # reference-image tokens after the image (edit models: Qwen-Image-Edit, Kontext)
+    prompt: Optional[slice] = None  # the conditioning's own tokens among the keys, where the text part holds more
+                                    # (glyph or vision tokens the model adds: HunyuanVideo); None: all of `txt`
 
 
 class Family:
