@@ -22,6 +22,9 @@ def _wan(dim, ffn_dim, layers, in_dim, out_dim, model_type):
             "cross_attn_norm": True, "eps": 1e-6, "in_dim": in_dim, "model_type": model_type}
 
 
+_HUNYUAN = {"image_model": "hunyuan_video", "vec_in_dim": None, "meanflow": False, "context_in_dim": 3584, "mlp_ratio": 4.0,
+            "theta": 256, "qkv_bias": True, "byt5": True, "guidance_embed": False}
+
 _UNET = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
          "in_channels": 4, "out_channels": 4, "model_channels": 320, "use_temporal_resblock": False,
          "use_temporal_attention": False}
@@ -77,6 +80,14 @@ RELEASED = {
                       80),
     "wan21_i2v_14b": ("Wan 2.1 I2V 14B", "WAN21_I2V", "wan", _wan(5120, 13824, 40, 36, 16, "i2v"), 120),
     "wan22_ti2v_5b": ("Wan 2.2 TI2V 5B", "WAN22_T2V", "wan", _wan(3072, 14336, 30, 48, 48, "t2v"), 60),
+    "hunyuan_image_2_1": ("HunyuanImage 2.1", "HunyuanImage21", "hunyuan_video", {
+        **_HUNYUAN, "in_channels": 64, "patch_size": [1, 1], "out_channels": 64, "axes_dim": [64, 64],
+        "hidden_size": 3584, "num_heads": 28, "depth": 20, "depth_single_blocks": 40, "use_cond_type_embedding": False,
+        "vision_in_dim": None}, 2 + 20 + 40),
+    "hunyuan_video_1_5": ("HunyuanVideo 1.5", "HunyuanVideo15", "hunyuan_video", {
+        **_HUNYUAN, "in_channels": 65, "patch_size": [1, 1, 1], "out_channels": 32, "axes_dim": [16, 56, 56],
+        "hidden_size": 2048, "num_heads": 16, "depth": 54, "depth_single_blocks": 0, "use_cond_type_embedding": True,
+        "vision_in_dim": 1152}, 2 + 54),
 }
 
 

@@ -21,7 +21,8 @@ def test_comfyui_detects_the_released_model_as_itself(released):
     name, base = released
     _, config_class, _, unet_config, _ = released_models.RELEASED[name]
     sd = base.diffusion_model.state_dict()
-    assert all(t.is_meta for t in sd.values())
+    real = [t for t in sd.values() if not t.is_meta]     # HunyuanVideo 1.5 builds one 3-row embedding on the CPU
+    assert sum(t.numel() for t in real) < 2 ** 16, [t.shape for t in real]
     assert comfy.model_detection.detect_unet_config(sd, "") == unet_config
     assert type(comfy.model_detection.model_config_from_unet(sd, "")).__name__ == config_class
 
