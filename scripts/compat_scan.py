@@ -51,6 +51,8 @@ READ_NEWER = {
         "Sigmas", "Noise.Output", "Clip", "Vae", "Model", "Model.Output", "ClipVision")},
     **{f"route {r}": _READ for r in ("POST /prompt", "GET /history", "GET /history/{}", "GET /object_info", "GET /object_info/{}",
                                      "GET /ws", "GET /view", "GET /system_stats", "POST /interrupt")},
+    "transformer_options img_slice": "newer only: newer ComfyUI's HunyuanVideo forward writes where the image tokens "
+                                     "sit (read); without it the adapter takes 0.3.75's [ref | image | text]",
     "route GET /api/jobs": "newer only (server.py, comfy_execution/jobs.py, 0.38.1); the client prefers it",
     "route GET /api/jobs/{}": "newer only (0.38.1); the job carries outputs and execution_status",
     "route GET /sleight/layers": "registered on PromptServer.instance.routes, which 0.38.1 also serves under /api",
@@ -267,11 +269,13 @@ def table(uses):
     lines = ["| kind | used | first used in | 0.3.75 | newer ComfyUI |", "|---|---|---|---|---|"]
     for u in uses:
         newer = READ_NEWER.get(u.key, "not read")
-        ran = "newer only" if u.kind == "route" and u.name in NEWER_ROUTE_KEYS else "run"
+        ran = "newer only" if (u.kind, u.name) in NEWER_ONLY or (u.kind == "route" and u.name in NEWER_ROUTE_KEYS) \
+            else "run"
         lines.append(f"| {u.kind} | `{u.name}` | {u.where} | {ran} | {newer} |")
     return "\n".join(lines)
 
 
+NEWER_ONLY = {("transformer_options", "img_slice")}    # keys only newer ComfyUI writes (the pack reads them if present)
 NEWER_ROUTE_KEYS = {f"{comfy_server.ROUTES[n][0]} {_template(comfy_server.ROUTES[n][1])}"
                     for n in comfy_server.NEWER_ROUTES}
 
