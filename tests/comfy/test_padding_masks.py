@@ -13,18 +13,18 @@ import torch
 from sleight.attention_patches import extended
 from sleight.nodes.insertion import SleightAddIt
 from sleight.nodes.routing import SleightPromptRoute
-from test_families import B, SIZE, SUBJECT, Case, run
+from test_families import B, SUBJECT, Case, run
 
 EXTRA = 5      # padding tokens appended to the prompt
 
 
 @pytest.fixture(scope="module")
 def c():
-    return Case("chroma")
+    return Case("chroma", "chroma")
 
 
 def grid(case):
-    return case.family.image_grid(case.family.latent_size(SIZE, SIZE))
+    return case.family.image_grid(case.family.latent_size(case.size, case.size))
 
 
 def padded(case, conditioning, bias=float("-inf")):
