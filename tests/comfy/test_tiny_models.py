@@ -1,12 +1,13 @@
 """The tiny models load through ComfyUI's stock paths as the real architectures, and sample."""
-import gc
 import time
 
 import pytest
 import torch
 
+import comfy.model_management
 import comfy.utils
 import tiny_models as tm
+import tinyrun
 
 # (kind, block index) -> transformer_blocks per SpatialTransformer; the layout models match real SD1.5 / SDXL.
 SD15_MIN_BLOCKS = {("input", 1): 1, ("middle", 0): 1, ("output", 0): 1, ("output", 1): 1}
@@ -24,10 +25,12 @@ EXPECTED_BLOCKS = {"sd15": SD15_MIN_BLOCKS, "sd15_inpaint": SD15_MIN_BLOCKS, "sd
 def loaded(request, tiny_models):
     """One model at a time (module scope + params makes pytest group the tests by model)."""
     name = request.param
+    tinyrun.unload_all()     # the other modules' shared models: this one loads each model on its own (SDXL's ~5 GB)
     model, clip, vae = tm.load(name, tiny_models)
     yield tm.MODELS[name], model, clip, vae
     del model, clip, vae
-    gc.collect()
+    comfy.model_management.unload_all_models()     # sampling registered the model with ComfyUI's loaded models
+    tinyrun.release()
 
 
 def attention_layout(diffusion_model):
