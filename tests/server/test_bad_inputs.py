@@ -491,7 +491,8 @@ def r2f_stop_between_off_and_auto(g):
     return Refused(node, r"Sleight · Rare-to-Frequent: stop_percent must be -1 \(use the level\) or in \[0, 1\]")
 
 
-def r2f_plan(sd, **kw):
+def plan_node(sd, **kw):
+    """Sleight · R2F plan (on the checkpoint's CLIP) into Rare-to-Frequent."""
     inputs = dict(prompt="A hairy hamburger on a wooden table", decoding="greedy", seed=0, max_new_tokens=400,
                   on_failure="plain prompt") | kw
     plan = sd.g.add("SleightR2FPlan", clip=sd.clip, **inputs)
@@ -501,18 +502,18 @@ def r2f_plan(sd, **kw):
 
 @bad
 def r2f_plan_with_an_encoder_that_cannot_write(g):
-    return Refused(r2f_plan(SD(g)), r"Sleight · R2F plan: this CLIP holds no language model that can write text .*"
+    return Refused(plan_node(SD(g)), r"Sleight · R2F plan: this CLIP holds no language model that can write text .*"
                                     r"Plan with ")
 
 
 @bad
 def r2f_plan_huge_answer_budget(g):
-    return Refused(r2f_plan(SD(g), max_new_tokens=10 ** 7), r"max_new_tokens.*bigger than max of 2048", "validation")
+    return Refused(plan_node(SD(g), max_new_tokens=10 ** 7), r"max_new_tokens.*bigger than max of 2048", "validation")
 
 
 @bad
 def r2f_plan_unknown_failure_mode(g):
-    return Refused(r2f_plan(SD(g), on_failure="explode"),
+    return Refused(plan_node(SD(g), on_failure="explode"),
                    r"Sleight · R2F plan: on_failure must be one of \['plain prompt', 'raise'\], got 'explode'")
 
 
