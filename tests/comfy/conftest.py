@@ -38,8 +38,11 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_runtest_teardown(item, nextitem):
-    if _here(item) and not _here(nextitem):
-        tinyrun.unload_all()       # the tests after these (a server, the frontend) get the memory back
+    # at the end of each module the shared models go: a module's own peak (HD-Painter's gradients on the tiny SDXL,
+    # the tiny-model checks) then never adds to the models the modules before it kept; and the tests after these
+    # (a server, the frontend) get the memory back
+    if _here(item) and (nextitem is None or nextitem.module is not item.module):
+        tinyrun.unload_all()
 
 
 @pytest.fixture(scope="session", name="tiny_models")
