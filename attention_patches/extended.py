@@ -167,8 +167,8 @@ class AddItAttention:
         from_source = entry is not None and entry[0] == call.sigma and self.active(call)
         # edit models (Qwen-Image-Edit, Flux Kontext / Flux.2): the reference image in the call is the source
         from_refs = not from_source and call.refs is not None and self.active(call)
-        target = [r for role in TARGET_ROLES for r in rows.get(role, [])]
-        keep = [r for r in range(call.q.shape[0]) if r not in set(target)]
+        target = sorted(r for role in TARGET_ROLES for r in rows.get(role, []))   # in the batch's order
+        keep = sorted(set(range(call.q.shape[0])) - set(target))
         out = headsplit.output(*call.q.shape[:3], call.v.shape[-1], call.q) if keep else None
         if keep:
             out[keep] = attend(call.subset(keep))
@@ -226,7 +226,7 @@ class AddItAttention:
             st.probe["mass"][1] += sums["tgt"]
         if record:
             self._store_map(call, st, sums["mass"])
-        if out is None and not from_refs and target == sorted(target):   # the rows already in the batch's order
+        if out is None and not from_refs:
             return result
         if out is None:
             out = headsplit.output(*call.q.shape[:3], call.v.shape[-1], call.q)
