@@ -76,7 +76,11 @@ def render() -> str:
               "memory from ComfyUI's classes with the real tokenizers and chat templates, the transformer shrunk "
               "through ComfyUI's model-config options. The demo and the server tests load both kinds through the "
               "test-only loaders in scripts/tiny_nodes (never part of the pack). Detection at the real sizes is "
-              "checked on the meta device (tests/comfy/test_released_models.py).", "",
+              "checked on the meta device (tests/comfy/test_released_models.py). To keep `make test` within its "
+              "budget, the in-process tests (tests/comfy) run Flux.1 on its 256-wide twins (`flux_*_narrow`; the "
+              "3072-wide stock files are loaded and sampled once each, and serve the server tests, the demo and "
+              "`make bench`) and read the CLIP text encoders at their first 3 layers (ComfyUI's `clip_l_model_config` "
+              "/ `clip_g_model_config` options, from the same files; full-size CLIP-G took ~7 s per prompt).", "",
               "| tiny model | family | ComfyUI config | loaded by | text | VAE |", "|---|---|---|---|---|---|"]
     import tiny_models
     for spec in tiny_models.MODELS.values():

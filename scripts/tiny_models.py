@@ -101,6 +101,12 @@ def _flux(guidance):
     }
 
 
+# Flux.1 with the stock models' blocks at 256 wide (2 heads of 128, RoPE axes 16/56/56): what the in-process tests run,
+# loaded with this config (0.3.75's detection fixes 3072 wide, whose blocks cost ~1 s per forward on 2 cores).
+def _flux_narrow(guidance):
+    return {**_flux(guidance), "num_heads": 2, "hidden_size": 256}
+
+
 CLIP_L_FILE = "text_encoders/sleight-tiny-clip-l.safetensors"
 TAEF1_FILE = "vae/sleight-tiny-taef1.safetensors"
 
@@ -217,6 +223,8 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
           "SD3", "SD3", latent=16),
     _flux_model("flux_dev", "sleight-tiny-flux-dev.safetensors", True, "Flux"),
     _flux_model("flux_schnell", "sleight-tiny-flux-schnell.safetensors", False, "FluxSchnell"),
+    _dit("flux_dev_narrow", _flux_narrow(True), "Flux", "Flux", 16, TAEF1, clip_type="sd3"),
+    _dit("flux_schnell_narrow", _flux_narrow(False), "FluxSchnell", "Flux", 16, TAEF1, clip_type="sd3"),
     _dit("flux2", FLUX2, "Flux2", "Flux2", 128, FLUX2_VAE, text_encoder="qwen3"),
     _dit("chroma", CHROMA, "Chroma", "Chroma", 16, TAEF1, clip_type="sd3"),
     _dit("qwen_image", QWEN_IMAGE, "QwenImage", "QwenImage", 16, TAEW21, text_encoder="qwen25"),
@@ -507,8 +515,13 @@ def ensure_models(models_dir=MODELS_DIR, names=None) -> list[str]:
 
 # ---------------------------------------------------------------- loading and sampling
 
-def load(name, models_dir=MODELS_DIR):
-    """(model_patcher, clip, vae) through the calls CheckpointLoaderSimple or UNETLoader+CLIPLoader+VAELoader make."""
+def load(name, models_dir=MODELS_DIR, text_layers=None):
+    """(model_patcher, clip, vae) through the calls CheckpointLoaderSimple or UNETLoader+CLIPLoader+VAELoader make.
+
+    text_layers: build the CLIP text encoders (CLIP-L, CLIP-G) with only their first `text_layers` transformer layers,
+    read from the same file (ComfyUI's own `clip_l_model_config` / `clip_g_model_config` options). The tests use it:
+    the full-size CLIP-G takes ~7 s per prompt on 2 cores and no trick reads the encoder's depth; a server (demo,
+    tests/server) always loads them whole."""
     bootstrap()
     import comfy.sd
     import comfy.utils
@@ -517,9 +530,12 @@ def load(name, models_dir=MODELS_DIR):
     spec = MODELS[name]
     path = {role: str(Path(models_dir) / rel) for role, rel in spec.files.items()}
     embeddings = folder_paths.get_folder_paths("embeddings")
+    te_options = {} if text_layers is None else {
+        f"{enc}_model_config": {"num_hidden_layers": text_layers} for enc in ("clip_l", "clip_g")}
     if spec.loader == "checkpoint":
         model, clip, vae = comfy.sd.load_checkpoint_guess_config(
-            path["checkpoint"], output_vae=True, output_clip=True, embedding_directory=embeddings)[:3]
+            path["checkpoint"], output_vae=True, output_clip=True, embedding_directory=embeddings,
+            te_model_options=te_options)[:3]
         return model, clip, vae
     if spec.detected:
         model = comfy.sd.load_diffusion_model(path["unet"], model_options={})
@@ -530,7 +546,7 @@ def load(name, models_dir=MODELS_DIR):
     else:
         clip_type = getattr(comfy.sd.CLIPType, spec.clip_type.upper(), comfy.sd.CLIPType.STABLE_DIFFUSION)
         clip = comfy.sd.load_clip(ckpt_paths=[path["clip"]], embedding_directory=embeddings, clip_type=clip_type,
-                                  model_options={})
+                                  model_options=te_options)
     vae = None
     if "vae" in path:
         vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(path["vae"]))

@@ -102,7 +102,7 @@ def test_blur_otsu_dilate_pipeline():
 
 # Shared samples: one source and one plain baseline per model, 3 steps, 64 px; the Add-it runs are what differ.
 STEPS = 3
-ARCH_ORDER = ["sdxl", "flux_dev", "sd3", "sd15"]     # leaves sd15/sd3/flux_dev loaded for the next tests and files
+ARCH_ORDER = ["sdxl", "flux_dev_narrow", "sd3", "sd15"]     # leaves sd15/sd3/flux_dev loaded for the next tests and files
 assert sorted(ARCH_ORDER) == sorted(ARCH_MODELS)
 
 

@@ -7,7 +7,7 @@ from sleight.attention_patches import painta
 from sleight.attention_patches.core import families, router, runstate, tokens
 from sleight.nodes.inpaint import SleightPAIntA, SleightRASG
 from sleight.samplers import rasg
-from tinyrun import encode, load
+from tinyrun import TEXT_LAYERS, encode, load
 
 SIZE = 64
 PROMPT = "a red hat"
@@ -106,7 +106,7 @@ def test_c_one_is_bit_identical_to_baseline(name):
     assert torch.equal(run(m, pos, neg), run(model, pos, neg))
 
 
-@pytest.mark.parametrize("name", ["sd15_inpaint", "sdxl", "sd3", "flux_dev"])
+@pytest.mark.parametrize("name", ["sd15_inpaint", "sdxl", "sd3", "flux_dev_narrow"])
 def test_painta_and_rasg_run_on_every_architecture_and_never_leak(name):
     model, clip, m, pos = patched(name)
     neg = encode(clip, "")
@@ -138,7 +138,7 @@ def test_painta_window_keeps_late_steps_plain():
 
 # ------------------------------------------------------------------ RASG
 
-@pytest.mark.parametrize("name", ["sd15_inpaint", "sd3", "flux_dev"])
+@pytest.mark.parametrize("name", ["sd15_inpaint", "sd3", "flux_dev_narrow"])
 def test_rasg_with_zero_objective_is_comfyui_ddim_eta_with_zero_noise(name):
     import comfy.samplers
     from comfy.k_diffusion import sampling as kd
@@ -193,7 +193,7 @@ def test_rasg_official_and_ddim_noise_scales_differ_and_each_repeats():
         SleightRASG.execute(0.3, "loud")
 
 
-@pytest.mark.parametrize("name", ["sd15_inpaint", "sd3", "flux_dev"])
+@pytest.mark.parametrize("name", ["sd15_inpaint", "sd3", "flux_dev_narrow"])
 def test_rasg_gradient_matches_finite_differences(name):
     """∇S as RASG computes it (autograd through the real model; on Flux through copies of the saved activations)
     against central differences of S along random directions, inside a sampler run as ComfyUI drives it."""
@@ -272,7 +272,7 @@ def test_rasg_runs_under_inference_mode_as_the_server_samples():
     neg = encode(clip, "")
     expected = run(m, pos, neg, sampler=rasg.ksampler(eta=0.1), steps=3)
     with torch.inference_mode():
-        model_i, clip_i, _ = tiny_models.load("sd15_inpaint")
+        model_i, clip_i, _ = tiny_models.load("sd15_inpaint", text_layers=TEXT_LAYERS)
         m_i, pos_i = SleightPAIntA.execute(model_i, clip_i, PROMPT, hole_mask(), "", 0.5, painta.CUSTOM, "*").result
         neg_i = tiny_models.encode(clip_i, "")
         run(m_i, pos_i, neg_i, steps=2)  # one PAIntA model feeding a plain KSampler first, as a workflow may

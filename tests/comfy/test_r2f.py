@@ -160,7 +160,7 @@ def test_interpolation_matches_token_lengths():
 # ------------------------------------------------------------------ every architecture, pooled outputs
 
 @pytest.mark.parametrize("name, mode", [("sd15", "alternate"), ("sdxl", "alternate"), ("sd3", "alternate"),
-                                        ("flux_schnell", "alternate"), ("flux_schnell", "interpolate")])
+                                        ("flux_schnell_narrow", "alternate"), ("flux_schnell_narrow", "interpolate")])
 def test_runs_on_every_architecture_and_pooled_output_switches(name, mode):
     model, clip, rare, freq, neg = setup(name)
     base_options, base_wrappers = repr(model.model_options), repr(model.wrappers)
@@ -191,7 +191,7 @@ def test_runs_on_every_architecture_and_pooled_output_switches(name, mode):
 def test_flux_guidance_and_other_positive_settings_are_inherited():
     import node_helpers
 
-    model, clip, rare, freq, neg = setup("flux_dev")
+    model, clip, rare, freq, neg = setup("flux_dev_narrow")
     guided = node_helpers.conditioning_set_values(rare, {"guidance": 7.0})
     seen = []
 

@@ -7,7 +7,7 @@ from sleight.attention_patches.core import router, runstate, schedule
 from sleight.samplers import routing
 from tinyrun import Probe, encode, load, sample
 
-DITS = ["sd3", "sd35", "flux_dev", "flux_schnell"]
+DITS = ["sd3", "sd35", "flux_dev_narrow", "flux_schnell_narrow"]
 MAIN, ROUTED, NEG = "a red circle on a blue background", "the word HELLO on a sign", "blurry"
 
 
@@ -39,7 +39,7 @@ def _first_forward(model, clip):
     return probe.forwards()[0]
 
 
-@pytest.mark.parametrize("name", ["sd3", "flux_dev"])
+@pytest.mark.parametrize("name", ["sd3", "flux_dev_narrow"])
 def test_only_chosen_blocks_and_rows_get_the_routed_text(name):
     model, clip, _ = load(name)
     blocks = sorted({c.block for c in _first_forward(model, clip) if c.kind == "joint"})
@@ -64,7 +64,7 @@ def test_only_chosen_blocks_and_rows_get_the_routed_text(name):
                     assert not torch.equal(got, routed.to(got)), (c.block, role)
 
 
-@pytest.mark.parametrize("name", ["sd3", "flux_dev"])
+@pytest.mark.parametrize("name", ["sd3", "flux_dev_narrow"])
 def test_window_keeps_early_steps_identical_and_routing_changes_output(name):
     model, clip, _ = load(name)
     pos, neg = encode(clip, MAIN), encode(clip, NEG)
@@ -97,7 +97,7 @@ def test_runs_on_every_dit_and_leaves_the_model_alone(name):
 
 
 def test_routed_prompt_of_another_length_on_flux():
-    model, clip, _ = load("flux_dev")
+    model, clip, _ = load("flux_dev_narrow")
     pos, neg = encode(clip, MAIN), encode(clip, NEG)
     long = " ".join(["a tall green tree"] * 30)          # > 77 tokens: two CLIP chunks, 154 text tokens
     m = routed_model(model, clip, {"double.0"}, routed=long)
@@ -105,7 +105,7 @@ def test_routed_prompt_of_another_length_on_flux():
     assert torch.isfinite(out).all() and not torch.equal(out, sample(model, pos, neg, cfg=3.0))
 
 
-@pytest.mark.parametrize("name", ["sd3", "flux_dev"])
+@pytest.mark.parametrize("name", ["sd3", "flux_dev_narrow"])
 def test_side_rows_join_the_main_forward(name):
     """One model forward per step carries cond, uncond and the routed side rows (no separate side pass)."""
     model, clip, _ = load(name)
@@ -118,7 +118,7 @@ def test_side_rows_join_the_main_forward(name):
     assert all({"cond", "uncond", textkv.ROUTE_KEY} <= set(f[0].rows) for f in forwards)
 
 
-@pytest.mark.parametrize("name", ["sd3", "flux_dev"])
+@pytest.mark.parametrize("name", ["sd3", "flux_dev_narrow"])
 def test_side_pass_alone_when_calc_cond_batch_is_bypassed(name):
     """A custom sampler_calc_cond_batch_function that never calls calc_cond_batch: the side runs alone first and
     the prediction is redone, so routing still happens and matches the batched result."""

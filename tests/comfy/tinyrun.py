@@ -8,12 +8,12 @@ import torch
 
 import tiny_models
 
-ARCH_MODELS = ["sd15", "sdxl", "sd3", "flux_dev"]          # one model per architecture
-ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev", "flux_schnell"]
+ARCH_MODELS = ["sd15", "sdxl", "sd3", "flux_dev_narrow"]          # one model per architecture
+ALL_SIX = ["sd15", "sd15_inpaint", "sdxl", "sd3", "flux_dev_narrow", "flux_schnell_narrow"]
 WITH_SD35 = ALL_SIX + ["sd35"]
 # the tiny model each family adapter's battery runs on (tests/comfy/test_families.py); one per registered family,
 # or a tuple where one adapter serves models of different shapes (HunyuanVideo: an image and a video model)
-FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev", "flux2": "flux2", "chroma": "chroma",
+FAMILY_MODELS = {"unet": "sd15", "mmdit": "sd3", "flux": "flux_dev_narrow", "flux2": "flux2", "chroma": "chroma",
                  "qwen_image": "qwen_image", "lumina2": "zimage", "hidream": "hidream", "wan": "wan21_t2v",
                  "hunyuan_video": ("hunyuan_image", "hunyuan_video15")}
 
@@ -25,10 +25,12 @@ def family_models(key) -> tuple:
 FRAMES = 5                                                  # video models: 5 frames = 2 latent frames
 
 
-# Weights the session keeps loaded. The tiny models' text encoders are full size (SDXL's CLIP-G alone is 1.3 GB in
-# fp16) and Flux's blocks 2 GB in fp32: an LRU of three models held up to three of those (the suite peaked at
-# 14.5 GB). This budget keeps every small model (SD1.5, SD3: about 0.3 GB each) and one SDXL- or Flux-sized one.
+# Weights the session keeps loaded (an LRU of three models once held three SDXL- or Flux-sized ones: the suite peaked
+# at 14.5 GB). With the text encoders read shallow and Flux.1 narrow, the largest (sdxl_layout) weighs 1.4 GB.
 BUDGET = 3.5 * 2 ** 30
+# The CLIP text encoders are read at their first 3 layers (the fewest that still have the penultimate layer SDXL and
+# SD3 take): the tiny models' encoders are full size, and encoding was most of the SD1.5 / SDXL tests' time.
+TEXT_LAYERS = 3
 _loaded = collections.OrderedDict()      # name -> ((model, clip, vae), bytes of weights), least recently used first
 
 
@@ -45,7 +47,7 @@ def load(name):
         _loaded.move_to_end(name)
         return _loaded[name][0]
     tiny_models.ensure_models(names=[name])
-    loaded = tiny_models.load(name)
+    loaded = tiny_models.load(name, text_layers=TEXT_LAYERS)
     _loaded[name] = (loaded, weight_bytes(loaded))
     evicted = False
     while len(_loaded) > 1 and sum(size for _, size in _loaded.values()) > BUDGET:
