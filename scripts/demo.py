@@ -110,9 +110,9 @@ def shapes_checkpoint():
     return train.CHECKPOINT if train.CHECKPOINT.is_file() else None
 
 
-def shapes_prompt(prompt, stem=""):
+def shapes_prompt(prompt, stem="", steps=SHAPES_STEPS):
     """A copy of an API prompt on the shapes model: its checkpoint, its CLIP-L through a CLIPLoader, shapes-world
-    captions, 128 px, <= 20 steps. KeyError names a text SHAPES_TEXT lacks."""
+    captions, 128 px, <= `steps` steps. KeyError names a text SHAPES_TEXT lacks."""
     comfy_env.import_pack()
     from sleight.shapes import train
 
@@ -133,7 +133,7 @@ def shapes_prompt(prompt, stem=""):
                 inputs[key] = SHAPES_TEXT[inputs[key]]
         inputs.update(SHAPES_INPUTS.get(node["class_type"], {}))
         if isinstance(inputs.get("steps"), int):
-            inputs["steps"] = min(inputs["steps"], SHAPES_STEPS)
+            inputs["steps"] = min(inputs["steps"], steps)
         _shrink_latent(node)
     for node in prompt.values():
         for key, value in node["inputs"].items():
@@ -161,8 +161,8 @@ def tiny_file(model, role):
     return Path(tiny_models.MODELS[model].files[role]).name  # loaders take names relative to their folder
 
 
-def tiny_prompt(prompt):
-    """A copy of an API prompt on the tiny models, 128 px, <= 12 steps; and the tiny model names it needs."""
+def tiny_prompt(prompt, steps=MAX_STEPS):
+    """A copy of an API prompt on the tiny models, 128 px, <= `steps` steps; and the tiny model names it needs."""
     prompt, needed = copy.deepcopy(prompt), set()
     for node in prompt.values():
         inputs = node["inputs"]
@@ -182,7 +182,7 @@ def tiny_prompt(prompt):
             node["class_type"] = "SleightTinyTextEncoder"
             node["inputs"] = {"text_encoder": TEXT_ENCODER_SUBSTITUTES[inputs["clip_name"]]}
         if isinstance(inputs.get("steps"), int):
-            inputs["steps"] = min(inputs["steps"], MAX_STEPS)
+            inputs["steps"] = min(inputs["steps"], steps)
     _reference_images_as_latents(prompt)
     return prompt, sorted(needed)
 

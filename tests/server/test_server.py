@@ -125,6 +125,11 @@ def test_example_workflows_are_templates(server):
         assert r.status_code == 200 and r.json()["version"] == 0.4, stem
 
 
+# Few steps (DesignEdit's layers need 6: its blending window takes 82 % of them): these check that every workflow
+# runs, its trick shows and nothing leaks; `make demo` runs them at 12 steps on the tiny models, 20 on the shapes model.
+TEST_STEPS = 6
+
+
 def shift_seeds(prompt, offset):
     for node in prompt.values():
         for key in ("seed", "noise_seed"):
@@ -135,7 +140,7 @@ def shift_seeds(prompt, offset):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=stem_of)
 def test_workflow_runs_and_leaves_the_model_as_it_was(server, plain, path, tmp_path):
-    prompt, _ = demo.tiny_prompt(json.loads(path.read_text()))
+    prompt, _ = demo.tiny_prompt(json.loads(path.read_text()), steps=TEST_STEPS)
     for ckpt in checkpoints(prompt):
         plain.baseline(ckpt)
     check_run(server, shift_seeds(prompt, 1000 + WORKFLOWS.index(path)), stem_of(path), tmp_path)
@@ -167,7 +172,7 @@ def test_shapes_prompt_maps_every_shapes_workflow():
 @pytest.mark.skipif(demo.shapes_checkpoint() is None, reason="the trained shapes model is not in models/shapes")
 @pytest.mark.parametrize("path", SHAPES, ids=stem_of)
 def test_workflow_runs_on_the_shapes_model(server, path, tmp_path):
-    prompt = demo.shapes_prompt(json.loads(path.read_text()), stem_of(path))
+    prompt = demo.shapes_prompt(json.loads(path.read_text()), stem_of(path), steps=TEST_STEPS)
     check_run(server, shift_seeds(prompt, 2000 + WORKFLOWS.index(path)), "shapes:" + stem_of(path), tmp_path)
 
 
