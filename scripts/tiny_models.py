@@ -93,7 +93,10 @@ SD3_MIN = {  # depth 2 => hidden 128, 2 heads, 2 joint blocks
 
 
 def _flux(guidance):
-    # 0.3.75 hard-codes 24 heads x 128, so hidden 3072 is forced; the block counts are free.
+    # 0.3.75 hard-codes 24 heads x 128, so hidden 3072 is forced; the block counts are free. Text: CLIPLoader type
+    # "sd3" with one CLIP-L file gives a cond zero-padded to 4096 (txt_in) and a pooled 768 + 1280 zeros, of which
+    # Flux reads the first vec_in_dim = 768 (type "flux" with one CLIP-L file falls back to SD1's 768-wide CLIP,
+    # which txt_in rejects; the real Flux pairing needs a T5-XXL).
     return {
         "image_model": "flux", "axes_dim": [16, 56, 56], "num_heads": 24, "mlp_ratio": 4.0, "theta": 10000,
         "out_channels": 16, "qkv_bias": True, "in_channels": 16, "hidden_size": 3072, "context_in_dim": 4096,
@@ -108,20 +111,11 @@ def _flux_narrow(guidance):
 
 
 CLIP_L_FILE = "text_encoders/sleight-tiny-clip-l.safetensors"
-TAEF1_FILE = "vae/sleight-tiny-taef1.safetensors"
 
 
 def _ckpt(name, arch, file, config, config_class, model_class, latent=4, inpaint=False):
     return TinyModel(name, arch, "checkpoint", {"checkpoint": f"checkpoints/{file}"}, None, config_class,
                      model_class, inpaint, latent, config)
-
-
-def _flux_model(name, file, guidance, config_class):
-    # CLIPLoader type "sd3" with one CLIP-L file: cond zero-padded to 4096 (txt_in), pooled 768 + 1280 zeros,
-    # of which Flux reads the first vec_in_dim = 768. Type "flux" with one CLIP-L file falls back to SD1's CLIP
-    # (768-wide cond, which txt_in rejects); the real Flux pairing needs a T5-XXL.
-    files = {"unet": f"diffusion_models/{file}", "clip": CLIP_L_FILE, "vae": TAEF1_FILE}
-    return TinyModel(name, "flux", "unet", files, "sd3", config_class, "Flux", False, 16, _flux(guidance))
 
 
 def _dit(name, config, config_class, model_class, latent, vae, text_encoder=None, clip_type=None, detected=False,
@@ -221,8 +215,8 @@ MODELS: dict[str, TinyModel] = {m.name: m for m in [
     # SD3.5-medium's shape: qk RMS-norm and an extra image-only self-attention in joint block 0
     _ckpt("sd35", "sd3", "sleight-tiny-sd35.safetensors", {**SD3_MIN, "qk_norm": "rms", "x_block_self_attn_layers": [0]},
           "SD3", "SD3", latent=16),
-    _flux_model("flux_dev", "sleight-tiny-flux-dev.safetensors", True, "Flux"),
-    _flux_model("flux_schnell", "sleight-tiny-flux-schnell.safetensors", False, "FluxSchnell"),
+    _dit("flux_dev", _flux(True), "Flux", "Flux", 16, TAEF1, clip_type="sd3", detected=True),
+    _dit("flux_schnell", _flux(False), "FluxSchnell", "Flux", 16, TAEF1, clip_type="sd3", detected=True),
     _dit("flux_dev_narrow", _flux_narrow(True), "Flux", "Flux", 16, TAEF1, clip_type="sd3"),
     _dit("flux_schnell_narrow", _flux_narrow(False), "FluxSchnell", "Flux", 16, TAEF1, clip_type="sd3"),
     _dit("flux2", FLUX2, "Flux2", "Flux2", 128, FLUX2_VAE, text_encoder="qwen3"),

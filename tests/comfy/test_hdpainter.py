@@ -7,7 +7,7 @@ from sleight.attention_patches import painta
 from sleight.attention_patches.core import families, router, runstate, tokens
 from sleight.nodes.inpaint import SleightPAIntA, SleightRASG
 from sleight.samplers import rasg
-from tinyrun import TEXT_LAYERS, encode, load
+from tinyrun import encode, fresh, load
 
 SIZE = 64
 PROMPT = "a red hat"
@@ -266,15 +266,13 @@ def test_auto_layers_are_the_paper_levels_or_the_nearest():
 def test_rasg_runs_under_inference_mode_as_the_server_samples():
     """ComfyUI's server loads models and runs every node under torch.inference_mode(): RASG's gradient must still
     flow (weights and inference tensors such as the inpainting denoise mask are cloned), and give the same result."""
-    import tiny_models
-
     model, clip, m, pos = patched("sd15_inpaint")
     neg = encode(clip, "")
     expected = run(m, pos, neg, sampler=rasg.ksampler(eta=0.1), steps=3)
     with torch.inference_mode():
-        model_i, clip_i, _ = tiny_models.load("sd15_inpaint", text_layers=TEXT_LAYERS)
+        model_i, clip_i, _ = fresh("sd15_inpaint")
         m_i, pos_i = SleightPAIntA.execute(model_i, clip_i, PROMPT, hole_mask(), "", 0.5, painta.CUSTOM, "*").result
-        neg_i = tiny_models.encode(clip_i, "")
+        neg_i = encode(clip_i, "")
         run(m_i, pos_i, neg_i, steps=2)  # one PAIntA model feeding a plain KSampler first, as a workflow may
         got = run(m_i, pos_i, neg_i, sampler=rasg.ksampler(eta=0.1), steps=3)
     assert torch.equal(got, expected)

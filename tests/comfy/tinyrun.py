@@ -46,8 +46,7 @@ def load(name):
     if name in _loaded:
         _loaded.move_to_end(name)
         return _loaded[name][0]
-    tiny_models.ensure_models(names=[name])
-    loaded = tiny_models.load(name, text_layers=TEXT_LAYERS)
+    loaded = fresh(name)
     _loaded[name] = (loaded, weight_bytes(loaded))
     evicted = False
     while len(_loaded) > 1 and sum(size for _, size in _loaded.values()) > BUDGET:
@@ -56,6 +55,12 @@ def load(name):
     if evicted:
         release()
     return loaded
+
+
+def fresh(name):
+    """A new (model, clip, vae) of a tiny model as the tests load it, outside the shared ones."""
+    tiny_models.ensure_models(names=[name])
+    return tiny_models.load(name, text_layers=TEXT_LAYERS)
 
 
 def unload_all():
